@@ -1,0 +1,55 @@
+"""VQ-VAE: the encoder's output is snapped onto a learned codebook before decoding.
+
+What stage 2 diffuses: the *pre-quantisation* latent, with the quantiser absorbed into
+``decode`` (as CompVis LDM does for its VQ models). The diffusion model then works in a continuous
+space where Gaussian noise makes sense, and the codebook acts as a final "snap to the data
+manifold" that removes small sampling errors. Diffusing the quantised codes instead would ask a
+Gaussian model to land exactly on a discrete set it cannot represent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from tinyldm.autoencoders.base import Autoencoder, AutoencoderOutput
+from tinyldm.autoencoders.blocks import Decoder, Encoder
+from tinyldm.autoencoders.quantizer import VectorQuantizer
+
+
+class VQVAE(Autoencoder):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        latent_channels: int = 4,
+        channels: Sequence[int] = (32, 64, 128),
+        num_res_blocks: int = 1,
+        norm_groups: int = 8,
+        num_embeddings: int = 256,
+        beta: float = 0.25,
+        decay: float = 0.99,
+        dead_code_threshold: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.downsample_factor = 2 ** (len(channels) - 1)
+        self.encoder = Encoder(in_channels, latent_channels, channels, num_res_blocks, norm_groups)
+        self.quantizer = VectorQuantizer(
+            num_embeddings, latent_channels, beta=beta, decay=decay, dead_code_threshold=dead_code_threshold
+        )
+        self.decoder = Decoder(latent_channels, in_channels, channels, num_res_blocks, norm_groups)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)  # pre-quantisation latent, (B, C, h, w)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.quantizer.quantize(z))  # quantisation absorbed into decoding
+
+    def forward(self, x: torch.Tensor) -> AutoencoderOutput:
+        quantized, commitment, indices = self.quantizer(self.encoder(x))
+        return AutoencoderOutput(
+            reconstruction=self.decoder(quantized),
+            losses={"commitment": commitment},
+            stats={"indices": indices},
+        )

@@ -1,0 +1,1 @@
+"""LightningModules: how each stage trains, validates and checkpoints."""

@@ -1,0 +1,185 @@
+"""Stage 2: a class-conditional DDPM on the frozen autoencoder's latents.
+
+The module is self-contained: its hyperparameters hold every sub-config (autoencoder, UNet,
+conditioner, noise scheduler, sampler) and its state dict holds the frozen autoencoder's weights
+and ``scale_factor``, so a stage-2 checkpoint can sample images without the stage-1 file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from tinyldm.autoencoders.base import Autoencoder
+from tinyldm.callbacks.image_logging import log_image_grid
+from tinyldm.diffusion import DiffusionSampler
+from tinyldm.lit.denoiser import ConditionalDenoiser
+from tinyldm.lit.optim import build_optimizers
+from tinyldm.utils.checkpoints import stamp
+from tinyldm.utils.images import grid_uint8
+
+STAGE = "diffusion"
+
+
+class LatentDiffusionModule(L.LightningModule):
+    def __init__(
+        self,
+        autoencoder: Mapping[str, Any],
+        unet: Mapping[str, Any],
+        conditioner: Mapping[str, Any],
+        scheduler: Mapping[str, Any],
+        sampler: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        latent_shape: Sequence[int],
+        lr_scheduler: Mapping[str, Any] | None = None,
+        ema_decay: float = 0.999,
+        image_pad: int = 2,
+        grid: Mapping[str, Any] | None = None,
+        image_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"diffusion.ema_decay={ema_decay} must be in [0, 1)")
+        self.save_hyperparameters(ignore=["image_dir"])
+        self.image_dir = image_dir
+        self.latent_shape = tuple(int(s) for s in latent_shape)  # (C, h, w)
+
+        # frozen stage 1: eval mode, no gradients, always run in fp32
+        self.autoencoder: Autoencoder = instantiate(dict(autoencoder))
+        self.autoencoder.requires_grad_(False).eval()
+
+        self.denoiser = ConditionalDenoiser(instantiate(dict(unet)), instantiate(dict(conditioner)))
+        # EMA of UNet + conditioner (torch.optim.swa_utils); sampling always uses these weights
+        self.ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.ema.requires_grad_(False)
+        self.noise_scheduler = instantiate(dict(scheduler))
+        self.sampler: DiffusionSampler = instantiate(dict(sampler))
+
+    # ------------------------------------------------------------------ plumbing
+    def train(self, mode: bool = True) -> LatentDiffusionModule:
+        """Lightning switches the whole module to train mode; stage 1 must stay in eval."""
+        super().train(mode)
+        self.autoencoder.eval()
+        self.ema.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stamp(checkpoint, STAGE)
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.denoiser.conditioner, "num_classes", 0))
+
+    @property
+    def is_conditional(self) -> bool:
+        return bool(self.denoiser.conditioner.is_conditional)
+
+    # ------------------------------------------------------------------ training
+    def diffusion_loss(self, denoiser: ConditionalDenoiser, latents: torch.Tensor, labels: torch.Tensor,
+                       generator: torch.Generator | None = None, drop_labels: bool | None = None) -> torch.Tensor:
+        """MSE between the denoiser's output and the scheduler's target at random timesteps."""
+        batch = latents.shape[0]
+        T = self.noise_scheduler.num_train_timesteps
+        device = latents.device
+        gen_device = generator.device if generator is not None else device
+        timesteps = torch.randint(0, T, (batch,), generator=generator, device=gen_device).to(device)  # (B,)
+        noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(device)  # (B, C, h, w)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        context = denoiser.context(labels, batch, drop_labels=drop_labels)  # (B, K, D)
+        prediction = denoiser(noisy, timesteps, context)
+        target = self.noise_scheduler.training_target(latents, noise, timesteps)
+        return F.mse_loss(prediction.float(), target.float())
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        latents, labels = batch  # (B, C, h, w) scaled latents, (B,)
+        loss = self.diffusion_loss(self.denoiser, latents, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"diffusion loss became {loss.item()} at step {self.global_step}; lower the learning rate "
+                "or use trainer.precision=32. The last good checkpoint is kept in the run's checkpoints/."
+            )
+        self.log("ldm/train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update_parameters(self.denoiser)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        latents, labels = batch
+        # fixed noise and timesteps per batch, so validation losses are comparable across epochs
+        generator = torch.Generator(device="cpu").manual_seed(1000 + batch_idx)
+        loss = self.diffusion_loss(self.ema.module, latents, labels, generator=generator, drop_labels=False)
+        self.log("ldm/val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        grid_cfg = dict(self.hparams.grid or {})
+        every = int(grid_cfg.get("every_n_epochs", 0) or 0)
+        last_epoch = self.trainer.max_epochs is not None and self.current_epoch + 1 >= self.trainer.max_epochs
+        if self.trainer.sanity_checking or every <= 0 or not ((self.current_epoch + 1) % every == 0 or last_epoch):
+            return
+        for scale in grid_cfg.get("guidance_scales") or [self.sampler.guidance_scale]:
+            grid = self.sample_grid(int(grid_cfg.get("samples_per_class", 8)), float(scale), seed=0)
+            caption = f"rows: classes 0-{max(self.num_classes - 1, 0)}, guidance {scale:g}, {self.sampler.kind}-{self.sampler.steps}"
+            log_image_grid(self.trainer, f"ldm/samples/guidance_{scale:g}", grid, self.image_dir, caption)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
+        return build_optimizers(self.denoiser.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler, total_steps)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, C, h, w) -> images (B, 1, H, W) in [-1, 1], decoded in fp32."""
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            return self.autoencoder.decode(latents.float() / self.autoencoder.scale_factor)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        labels: torch.Tensor | None,
+        num_samples: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+        sampler: DiffusionSampler | None = None,
+        progress: bool = False,
+        return_latents: bool = False,
+    ) -> torch.Tensor:
+        """Images (B, 1, H, W) in [-1, 1] for ``labels`` (B,), using the EMA weights.
+
+        Unconditional models take ``labels=None`` and ``num_samples``.
+        """
+        sampler = sampler or self.sampler
+        denoiser = self.ema.module.eval()
+        if labels is None:
+            if self.is_conditional:
+                raise ValueError("this model is class-conditional: pass labels")
+            if not num_samples or num_samples < 1:
+                raise ValueError(f"num_samples={num_samples} must be >= 1 for an unconditional model")
+            batch = num_samples
+        else:
+            labels = labels.to(self.device)
+            batch = labels.shape[0]
+        cond = denoiser.context(labels, batch, drop_labels=False)  # (B, K, D)
+        uncond = denoiser.unconditional_context(batch)
+        scale = guidance_scale if guidance_scale is not None else sampler.guidance_scale
+        if not self.is_conditional:
+            scale = 1.0  # cond == uncond: guidance has nothing to mix
+        latents = sampler.sample(denoiser, self.noise_scheduler.config, (batch, *self.latent_shape), cond, uncond,
+                                 generator=generator, guidance_scale=scale, progress=progress)
+        return latents if return_latents else self.decode_latents(latents)
+
+    def sample_grid(self, samples_per_class: int, guidance_scale: float, seed: int = 0) -> Any:
+        """(H', W', 3) uint8 grid: one row per class (or rows of unconditional samples)."""
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        if self.is_conditional:
+            labels = torch.arange(self.num_classes).repeat_interleave(samples_per_class)  # (classes * n,)
+            images = self.sample(labels, guidance_scale=guidance_scale, generator=generator)
+        else:
+            images = self.sample(None, num_samples=10 * samples_per_class, generator=generator)
+        return grid_uint8(images, nrow=samples_per_class, pad=self.hparams.image_pad)

@@ -1,0 +1,76 @@
+"""Stage-2 data: the image dataset encoded ONCE by the frozen autoencoder.
+
+Running the encoder at every diffusion step would cost more than the UNet itself on CPU; the
+stage-1 model is frozen, so its latents never change and can be computed up front. Latents are
+multiplied by the autoencoder's ``scale_factor`` here, so everything downstream sees
+unit-variance data. Under DDP every rank encodes the same (unshuffled) data with the same weights,
+so the caches are identical across ranks without any communication.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from tinyldm.autoencoders.base import Autoencoder
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def encode_dataset(
+    autoencoder: Autoencoder, dataset: TensorDataset, device: torch.device | str = "cpu", batch_size: int = 512
+) -> TensorDataset:
+    """(N, 1, H, W) images + labels -> (N, C, h, w) scaled latents + the same labels, in fp32."""
+    images, labels = dataset.tensors
+    autoencoder = autoencoder.eval()
+    original_device = next(iter(autoencoder.buffers())).device
+    autoencoder.to(device)
+    scale = autoencoder.scale_factor.float()
+    chunks = []
+    with torch.autocast(device_type=torch.device(device).type, enabled=False):  # cache stays fp32
+        for chunk in images.split(batch_size):
+            chunks.append((autoencoder.encode(chunk.to(device).float()).float() * scale).cpu())
+    autoencoder.to(original_device)
+    return TensorDataset(torch.cat(chunks), labels.clone())
+
+
+class LatentDataModule(L.LightningDataModule):
+    """Wraps an image datamodule; serves (scaled latent, label) batches for stage 2."""
+
+    def __init__(self, images: L.LightningDataModule, autoencoder: Autoencoder, batch_size: int = 128, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"diffusion.batch_size={batch_size} must be >= 1")
+        self.images = images
+        self.autoencoder = autoencoder
+        self.batch_size = batch_size
+        self.seed = seed
+        self.train_dataset: TensorDataset | None = None
+        self.val_dataset: TensorDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        self.images.setup(stage)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        start = time.perf_counter()
+        self.train_dataset = encode_dataset(self.autoencoder, self.images.train_dataset, device)
+        self.val_dataset = encode_dataset(self.autoencoder, self.images.val_dataset, device)
+        latents = self.train_dataset.tensors[0]
+        log.info(
+            "Encoded %d training and %d validation images into latents of shape %s in %.1fs (latent std %.3f after scaling)",
+            len(self.train_dataset), len(self.val_dataset), tuple(latents.shape[1:]),
+            time.perf_counter() - start, latents.std().item(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_dataset, batch_size=max(self.batch_size, 256), shuffle=False)

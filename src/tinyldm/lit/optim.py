@@ -1,0 +1,39 @@
+"""Optimizer / LR-scheduler construction from (partial) Hydra configs stored in hparams.
+
+Both stages keep their optimiser settings as plain config dicts so a checkpoint can be resumed
+without Hydra, and build them here the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+
+
+def build_optimizers(
+    params: Iterable[torch.nn.Parameter],
+    optimizer: Mapping[str, Any],
+    lr_scheduler: Mapping[str, Any] | None,
+    total_steps: int | None = None,
+) -> dict[str, Any]:
+    """Return the dict Lightning's ``configure_optimizers`` expects.
+
+    ``lr_scheduler`` is ``{"scheduler": <partial config>, "interval": "step"|"epoch", ...}``.
+    Schedulers that take a ``total_steps`` argument (OneCycleLR) get the trainer's estimate unless
+    the config sets it, so the schedule follows ``max_epochs`` without a second number to keep in sync.
+    """
+    opt = instantiate(dict(optimizer))(params=params)
+    if not lr_scheduler:
+        return {"optimizer": opt}
+    spec = dict(lr_scheduler)
+    factory = instantiate(dict(spec.pop("scheduler")))
+    extra: dict[str, Any] = {}
+    target = getattr(factory, "func", factory)
+    if total_steps and "total_steps" in inspect.signature(target).parameters and "total_steps" not in getattr(factory, "keywords", {}):
+        extra["total_steps"] = max(int(total_steps), 1)
+    scheduler = factory(optimizer=opt, **extra)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, **spec}}

@@ -1,0 +1,84 @@
+"""Build Lightning objects (trainer, loggers, callbacks) for one stage from the composed config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class RunLoggers:
+    """Loggers for a run with several stages.
+
+    File loggers (CSV, TensorBoard) get one sub-folder per stage so stage 2 does not overwrite
+    stage 1's files; a W&B run is created once and shared, so both stages land on one dashboard
+    (metric names carry the stage: ``ae/...``, ``ldm/...``).
+    """
+
+    def __init__(self, logger_cfg: DictConfig | None) -> None:
+        self.cfg = logger_cfg or {}
+        self._shared: dict[str, Logger] = {}
+
+    def for_stage(self, stage: str) -> list[Logger]:
+        loggers: list[Logger] = []
+        for key, spec in self.cfg.items():
+            if not isinstance(spec, DictConfig) or "_target_" not in spec:
+                continue
+            if key in self._shared:
+                loggers.append(self._shared[key])
+                continue
+            target = str(spec._target_)
+            if target.endswith(("CSVLogger", "TensorBoardLogger")):
+                loggers.append(instantiate(spec, version=stage))
+            else:
+                self._shared[key] = instantiate(spec)
+                loggers.append(self._shared[key])
+        return loggers
+
+    def finish(self) -> None:
+        for logger in self._shared.values():
+            logger.finalize("success")
+            experiment = getattr(logger, "_experiment", None)
+            if experiment is not None and hasattr(experiment, "finish"):
+                experiment.finish()
+
+
+def build_callbacks(callbacks_cfg: DictConfig | None, checkpoint_dir: Path, has_logger: bool = True) -> list[Callback]:
+    """Instantiate the configured callbacks; checkpoints go to ``checkpoint_dir``.
+
+    ``LearningRateMonitor`` refuses to run without a logger, so it is dropped for ``logger=none``.
+    """
+    callbacks: list[Callback] = []
+    for spec in (callbacks_cfg or {}).values():
+        if not isinstance(spec, DictConfig) or "_target_" not in spec:
+            continue
+        callback = instantiate(spec)
+        if isinstance(callback, LearningRateMonitor) and not has_logger:
+            continue
+        if isinstance(callback, ModelCheckpoint):
+            callback.dirpath = str(checkpoint_dir)
+        callbacks.append(callback)
+    return callbacks
+
+
+def build_trainer(cfg: DictConfig, stage: str, run_dir: Path, loggers: RunLoggers, **overrides: Any) -> L.Trainer:
+    """A Trainer for ``stage`` with its own checkpoint folder and the stage's length overrides."""
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs.update(overrides)
+    stage_loggers = loggers.for_stage(stage)
+    callbacks = build_callbacks(cfg.get("callbacks"), run_dir / "checkpoints" / stage, bool(stage_loggers))
+    return instantiate(
+        trainer_kwargs,
+        logger=stage_loggers if stage_loggers else False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        _convert_="partial",
+    )

@@ -1,0 +1,105 @@
+"""Stage 1: train (or reuse) the autoencoder and leave a checkpoint with its scale factor."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from tinyldm.lit.autoencoder_module import STAGE, AutoencoderModule, compute_scale_factor
+from tinyldm.tasks.builders import RunLoggers, build_trainer
+from tinyldm.utils.checkpoints import require_stage
+from tinyldm.utils.run_files import stage1_cache_key, update_metrics_file
+
+log = logging.getLogger(__name__)
+SCALE_FACTOR_MAX_IMAGES = 10_000  # enough for a stable std estimate, cheap on any dataset
+
+
+@dataclass
+class StageResult:
+    checkpoint: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _stage_metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, loggers: RunLoggers) -> StageResult:
+    """Fit the configured autoencoder, measure its latent scale factor, save ``autoencoder.ckpt``."""
+    training = cfg.model.training
+    module = AutoencoderModule(
+        autoencoder=OmegaConf.to_container(cfg.model.net, resolve=True),
+        optimizer=OmegaConf.to_container(training.optimizer, resolve=True),
+        lr_scheduler=OmegaConf.to_container(training.lr_scheduler, resolve=True) if training.get("lr_scheduler") else None,
+        reconstruction_loss=training.get("reconstruction_loss", "mse"),
+        metric_crop=datamodule.pad,
+        image_dir=str(run_dir / "images"),
+    )
+    max_epochs = int(training.max_epochs)
+    trainer = build_trainer(cfg, STAGE, run_dir, loggers, max_epochs=max(max_epochs, 1))
+    start = time.perf_counter()
+    if module.autoencoder.is_trainable and max_epochs > 0:
+        trainer.fit(module, datamodule=datamodule)
+    else:  # e.g. model=identity: nothing to learn, but still measure the reconstruction metrics
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    fit_seconds = time.perf_counter() - start
+    metrics = _stage_metrics(trainer, "ae/val/")
+
+    datamodule.setup("fit")
+    images = datamodule.train_dataset.tensors[0][:SCALE_FACTOR_MAX_IMAGES]  # (N, 1, H, W)
+    scale = compute_scale_factor(module.autoencoder, images)
+    module.autoencoder.scale_factor.fill_(scale)
+    log.info("Stage-1 latent scale factor (1 / std of %d training latents): %.4f", len(images), scale)
+
+    checkpoint = run_dir / "checkpoints" / "autoencoder.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    seen = len(datamodule.train_dataset) * trainer.current_epoch if module.autoencoder.is_trainable else 0
+    metrics.update({
+        "ae/scale_factor": scale,
+        "ae/wall_seconds": fit_seconds,
+        "ae/train_images_per_second": seen / fit_seconds if seen else 0.0,
+        "ae/epochs": trainer.current_epoch,
+        "ae/num_parameters": sum(p.numel() for p in module.autoencoder.parameters()),
+    })
+    return StageResult(checkpoint, metrics)
+
+
+def cached_autoencoder_path(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.cache_dir) / "autoencoders" / stage1_cache_key(cfg) / "autoencoder.ckpt"
+
+
+def store_in_cache(result: StageResult, cache_path: Path, cfg: DictConfig) -> None:
+    """Copy a freshly trained stage-1 checkpoint into the shared cache (atomic, rank zero only)."""
+    if int(os.environ.get("LOCAL_RANK", 0)) != 0 or int(os.environ.get("NODE_RANK", 0)) != 0:
+        return
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.with_suffix(".ckpt.tmp")
+    shutil.copy2(result.checkpoint, tmp)
+    os.replace(tmp, cache_path)
+    (cache_path.parent / "config.yaml").write_text(OmegaConf.to_yaml({"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed}, resolve=True))
+    update_metrics_file(cache_path.parent / "metrics.json", result.metrics)
+    log.info("Stored the stage-1 checkpoint in the cache: %s", cache_path)
+
+
+def autoencoder_for_run(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, loggers: RunLoggers) -> tuple[StageResult, bool]:
+    """Return the stage-1 result for this run and whether it was reused from the cache."""
+    cache_path = cached_autoencoder_path(cfg)
+    if cfg.get("reuse_autoencoder", True) and cfg.stage == "all" and cache_path.exists():
+        require_stage(cache_path, STAGE)
+        metrics_path = cache_path.parent / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        log.info("Reusing the cached stage-1 checkpoint %s (trained earlier with this exact stage-1 config, "
+                 "dataset and seed); set reuse_autoencoder=false to retrain", cache_path)
+        return StageResult(cache_path, metrics), True
+    result = train_autoencoder(cfg, run_dir, datamodule, loggers)
+    store_in_cache(result, cache_path, cfg)
+    return result, False

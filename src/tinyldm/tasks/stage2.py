@@ -1,0 +1,77 @@
+"""Stage 2: train the latent diffusion model on the frozen stage-1 autoencoder."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from tinyldm.lit.autoencoder_module import AutoencoderModule
+from tinyldm.lit.diffusion_module import STAGE, LatentDiffusionModule
+from tinyldm.lit.latent_cache import LatentDataModule
+from tinyldm.tasks.builders import RunLoggers, build_trainer
+from tinyldm.tasks.stage1 import StageResult, _stage_metrics
+from tinyldm.tasks.validation import check_stage2_parts
+from tinyldm.utils.checkpoints import require_stage
+from tinyldm.utils.images import save_png
+
+log = logging.getLogger(__name__)
+
+
+def build_diffusion_module(cfg: DictConfig, autoencoder_ckpt: Path, datamodule: L.LightningDataModule, run_dir: Path) -> LatentDiffusionModule:
+    """A stage-2 module carrying a copy of the stage-1 autoencoder (weights + scale factor)."""
+    require_stage(autoencoder_ckpt, "autoencoder")
+    stage1 = AutoencoderModule.load_from_checkpoint(autoencoder_ckpt, map_location="cpu")
+    latent_shape = stage1.autoencoder.latent_shape(datamodule.image_shape)
+    unet_config = check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
+    diffusion = cfg.diffusion
+    module = LatentDiffusionModule(
+        autoencoder=dict(stage1.hparams.autoencoder),
+        unet=OmegaConf.to_container(OmegaConf.create(unet_config), resolve=True),
+        conditioner=OmegaConf.to_container(cfg.conditioner, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
+        optimizer=OmegaConf.to_container(diffusion.optimizer, resolve=True),
+        lr_scheduler=OmegaConf.to_container(diffusion.lr_scheduler, resolve=True) if diffusion.get("lr_scheduler") else None,
+        latent_shape=list(latent_shape),
+        ema_decay=float(diffusion.ema_decay),
+        image_pad=datamodule.pad,
+        grid=OmegaConf.to_container(diffusion.grid, resolve=True),
+        image_dir=str(run_dir / "images"),
+    )
+    module.autoencoder.load_state_dict(stage1.autoencoder.state_dict())
+    log.info("Stage 2 on latents %s with scale factor %.4f from %s", latent_shape,
+             float(module.autoencoder.scale_factor), autoencoder_ckpt)
+    return module
+
+
+def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, autoencoder_ckpt: Path,
+                    loggers: RunLoggers) -> StageResult:
+    module = build_diffusion_module(cfg, autoencoder_ckpt, datamodule, run_dir)
+    latents = LatentDataModule(datamodule, module.autoencoder, batch_size=int(cfg.diffusion.batch_size), seed=int(cfg.seed))
+    trainer = build_trainer(cfg, STAGE, run_dir, loggers, max_epochs=int(cfg.diffusion.max_epochs))
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=latents)
+    fit_seconds = time.perf_counter() - start
+
+    checkpoint = run_dir / "checkpoints" / "diffusion.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    metrics = _stage_metrics(trainer, "ldm/val/")
+    seen = len(latents.train_dataset) * trainer.current_epoch
+    metrics.update({
+        "ldm/wall_seconds": fit_seconds,
+        "ldm/train_images_per_second": seen / fit_seconds if fit_seconds else 0.0,
+        "ldm/epochs": trainer.current_epoch,
+        "ldm/num_parameters": sum(p.numel() for p in module.denoiser.parameters()),
+    })
+    if trainer.is_global_zero:
+        start = time.perf_counter()
+        scale = float(module.sampler.guidance_scale)
+        grid = module.sample_grid(int(cfg.diffusion.grid.samples_per_class), scale, seed=int(cfg.seed))
+        path = save_png(grid, run_dir / "samples.png")
+        metrics["ldm/final_grid_seconds"] = time.perf_counter() - start
+        log.info("Final sample grid (rows = classes, guidance %g): %s", scale, path)
+    return StageResult(checkpoint, metrics)

@@ -1,0 +1,91 @@
+"""``python train.py``: stage 1, stage 2 or both, into one run directory.
+
+A run directory holds ``.hydra/`` (the composed config), ``resolved_config.yaml``,
+``checkpoints/{autoencoder,diffusion}.ckpt``, image grids and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from tinyldm.tasks.builders import RunLoggers
+from tinyldm.tasks.stage1 import autoencoder_for_run, train_autoencoder
+from tinyldm.tasks.stage2 import train_diffusion
+from tinyldm.tasks.validation import check_stage, check_stage2_parts
+from tinyldm.utils.run_files import update_metrics_file
+
+log = logging.getLogger(__name__)
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train what ``cfg.stage`` asks for; return the run's final metrics (also in metrics.json)."""
+    check_stage(cfg)
+    L.seed_everything(int(cfg.seed), workers=True)
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.dataset)
+    if cfg.stage in ("diffusion", "all"):  # stage-2 config errors must surface before stage 1 trains
+        latent_shape = instantiate(cfg.model.net).latent_shape(datamodule.image_shape)
+        check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
+
+    loggers = RunLoggers(cfg.get("logger"))
+    metrics: dict[str, Any] = {"stage": cfg.stage, "model": cfg.model.name, "dataset": cfg.dataset.name}
+    try:
+        autoencoder_ckpt = Path(cfg.autoencoder_ckpt) if cfg.get("autoencoder_ckpt") else None
+        if cfg.stage == "autoencoder":
+            result = train_autoencoder(cfg, run_dir, datamodule, loggers)
+            autoencoder_ckpt, reused = result.checkpoint, False
+            metrics.update(result.metrics)
+        elif autoencoder_ckpt is None:
+            result, reused = autoencoder_for_run(cfg, run_dir, datamodule, loggers)
+            autoencoder_ckpt = result.checkpoint
+            metrics.update(result.metrics)
+        else:
+            reused = True
+        metrics.update({"autoencoder_ckpt": str(autoencoder_ckpt), "autoencoder_reused": reused})
+
+        if cfg.stage in ("diffusion", "all"):
+            result = train_diffusion(cfg, run_dir, datamodule, autoencoder_ckpt, loggers)
+            metrics.update(result.metrics)
+            metrics["diffusion_ckpt"] = str(result.checkpoint)
+    finally:
+        loggers.finish()
+
+    datamodule.setup("fit")
+    metrics["dataset_source"] = datamodule.source_used
+    if is_rank_zero():
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved["dataset"]["source_used"] = datamodule.source_used
+        (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        metrics = update_metrics_file(run_dir / "metrics.json", metrics)
+        log.info("Run finished; outputs in %s", run_dir)
+    return metrics
+
+
+def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value a hyperparameter sweeper minimises/maximises (``optimized_metric`` in the config)."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} is not among the run's metrics: {sorted(metrics)}")
+    return float(metrics[name])

@@ -1,0 +1,20 @@
+"""Denoising UNet with transformer blocks for cross-attention conditioning."""
+
+from .attention import Attention, FeedForward, GEGLU, SpatialTransformer, TransformerBlock
+from .embeddings import TimestepEmbedding, sinusoidal_embedding
+from .resnet import Downsample, ResnetBlock, Upsample
+from .unet import UNet
+
+__all__ = [
+    "GEGLU",
+    "Attention",
+    "Downsample",
+    "FeedForward",
+    "ResnetBlock",
+    "SpatialTransformer",
+    "TimestepEmbedding",
+    "TransformerBlock",
+    "UNet",
+    "Upsample",
+    "sinusoidal_embedding",
+]

@@ -1,0 +1,46 @@
+"""Image conversions: the model works in [-1, 1] floats; people and loggers want uint8.
+
+Float images in [0, 1] are rendered black by some loggers (W&B), so everything leaving the
+model for a file or a dashboard goes through :func:`to_uint8` first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+
+def crop(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """Remove ``pad`` pixels of border: (B, C, H, W) -> (B, C, H - 2 pad, W - 2 pad)."""
+    if pad <= 0:
+        return images
+    return images[..., pad:-pad, pad:-pad]
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], clamped (samples can overshoot)."""
+    return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def to_uint8(images: torch.Tensor, pad: int = 0) -> np.ndarray:
+    """(B, 1, H, W) floats in [-1, 1] -> (B, H - 2 pad, W - 2 pad) uint8 array."""
+    unit = to_unit(crop(images.detach().cpu(), pad))
+    return (unit * 255.0).round().to(torch.uint8)[:, 0].numpy()
+
+
+def grid_uint8(images: torch.Tensor, nrow: int, pad: int = 0) -> np.ndarray:
+    """(B, 1, H, W) in [-1, 1] -> one (H', W', 3) uint8 grid image, ``nrow`` images per row."""
+    unit = to_unit(crop(images.detach().cpu(), pad))
+    grid = make_grid(unit, nrow=nrow, padding=2, pad_value=1.0)  # (3, H', W')
+    return (grid * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def save_png(array: np.ndarray, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
