@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
+from tinyldm.utils.instantiate import build
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from tinyldm.autoencoders.base import Autoencoder
@@ -45,7 +45,7 @@ class AutoencoderModule(L.LightningModule):
             )
         self.save_hyperparameters(ignore=["image_dir"])
         self.stage = STAGE
-        self.autoencoder: Autoencoder = instantiate(dict(autoencoder))
+        self.autoencoder: Autoencoder = build(dict(autoencoder))
         self.reconstruction_loss = _RECONSTRUCTION_LOSSES[reconstruction_loss]
         self.image_dir = image_dir
         # metrics on the original 28x28 content, on the [0, 1] scale

@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
+from tinyldm.utils.instantiate import build
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tinyldm.autoencoders.base import Autoencoder
@@ -51,15 +51,15 @@ class LatentDiffusionModule(L.LightningModule):
         self.latent_shape = tuple(int(s) for s in latent_shape)  # (C, h, w)
 
         # frozen stage 1: eval mode, no gradients, always run in fp32
-        self.autoencoder: Autoencoder = instantiate(dict(autoencoder))
+        self.autoencoder: Autoencoder = build(dict(autoencoder))
         self.autoencoder.requires_grad_(False).eval()
 
-        self.denoiser = ConditionalDenoiser(instantiate(dict(unet)), instantiate(dict(conditioner)))
+        self.denoiser = ConditionalDenoiser(build(dict(unet)), build(dict(conditioner)))
         # EMA of UNet + conditioner (torch.optim.swa_utils); sampling always uses these weights
         self.ema = AveragedModel(self.denoiser, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
-        self.noise_scheduler = instantiate(dict(scheduler))
-        self.sampler: DiffusionSampler = instantiate(dict(sampler))
+        self.noise_scheduler = build(dict(scheduler))
+        self.sampler: DiffusionSampler = build(dict(sampler))
 
     # ------------------------------------------------------------------ plumbing
     def train(self, mode: bool = True) -> LatentDiffusionModule:

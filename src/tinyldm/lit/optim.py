@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from tinyldm.utils.instantiate import build
 
 
 def build_optimizers(
@@ -26,11 +26,11 @@ def build_optimizers(
     Schedulers that take a ``total_steps`` argument (OneCycleLR) get the trainer's estimate unless
     the config sets it, so the schedule follows ``max_epochs`` without a second number to keep in sync.
     """
-    opt = instantiate(dict(optimizer))(params=params)
+    opt = build(dict(optimizer))(params=params)
     if not lr_scheduler:
         return {"optimizer": opt}
     spec = dict(lr_scheduler)
-    factory = instantiate(dict(spec.pop("scheduler")))
+    factory = build(dict(spec.pop("scheduler")))
     extra: dict[str, Any] = {}
     target = getattr(factory, "func", factory)
     if total_steps and "total_steps" in inspect.signature(target).parameters and "total_steps" not in getattr(factory, "keywords", {}):

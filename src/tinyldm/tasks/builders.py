@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
+from tinyldm.utils.instantiate import build
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
@@ -37,9 +37,9 @@ class RunLoggers:
                 continue
             target = str(spec._target_)
             if target.endswith(("CSVLogger", "TensorBoardLogger")):
-                loggers.append(instantiate(spec, version=stage))
+                loggers.append(build(spec, version=stage))
             else:
-                self._shared[key] = instantiate(spec)
+                self._shared[key] = build(spec)
                 loggers.append(self._shared[key])
         return loggers
 
@@ -60,7 +60,7 @@ def build_callbacks(callbacks_cfg: DictConfig | None, checkpoint_dir: Path, has_
     for spec in (callbacks_cfg or {}).values():
         if not isinstance(spec, DictConfig) or "_target_" not in spec:
             continue
-        callback = instantiate(spec)
+        callback = build(spec)
         if isinstance(callback, LearningRateMonitor) and not has_logger:
             continue
         if isinstance(callback, ModelCheckpoint):
@@ -75,7 +75,7 @@ def build_trainer(cfg: DictConfig, stage: str, run_dir: Path, loggers: RunLogger
     trainer_kwargs.update(overrides)
     stage_loggers = loggers.for_stage(stage)
     callbacks = build_callbacks(cfg.get("callbacks"), run_dir / "checkpoints" / stage, bool(stage_loggers))
-    return instantiate(
+    return build(
         trainer_kwargs,
         logger=stage_loggers if stage_loggers else False,
         callbacks=callbacks,

@@ -85,7 +85,8 @@ def store_in_cache(result: StageResult, cache_path: Path, cfg: DictConfig) -> No
     tmp = cache_path.with_suffix(".ckpt.tmp")
     shutil.copy2(result.checkpoint, tmp)
     os.replace(tmp, cache_path)
-    (cache_path.parent / "config.yaml").write_text(OmegaConf.to_yaml({"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed}, resolve=True))
+    stage1_config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "dataset")}
+    (cache_path.parent / "config.yaml").write_text(OmegaConf.to_yaml({**stage1_config, "seed": cfg.seed}))
     update_metrics_file(cache_path.parent / "metrics.json", result.metrics)
     log.info("Stored the stage-1 checkpoint in the cache: %s", cache_path)
 

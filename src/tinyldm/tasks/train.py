@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from tinyldm.utils.instantiate import build
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.tasks.builders import RunLoggers
@@ -42,9 +42,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    datamodule = instantiate(cfg.dataset)
+    datamodule = build(cfg.dataset)
     if cfg.stage in ("diffusion", "all"):  # stage-2 config errors must surface before stage 1 trains
-        latent_shape = instantiate(cfg.model.net).latent_shape(datamodule.image_shape)
+        latent_shape = build(cfg.model.net).latent_shape(datamodule.image_shape)
         check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
 
     loggers = RunLoggers(cfg.get("logger"))

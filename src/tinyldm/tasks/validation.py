@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra.utils import instantiate
+from tinyldm.utils.instantiate import build
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.utils.checkpoints import require_stage
@@ -51,11 +51,11 @@ def unet_config_for(unet_cfg: DictConfig, latent_shape: Sequence[int]) -> dict:
 def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes: int) -> dict:
     """Instantiate UNet, conditioner, scheduler and sampler once (cheap) so bad values fail now."""
     unet_config = unet_config_for(cfg.unet, latent_shape)
-    instantiate(unet_config)
-    conditioner = instantiate(cfg.conditioner)
+    build(unet_config)
+    conditioner = build(cfg.conditioner)
     model_classes = getattr(conditioner, "num_classes", 0)
     if conditioner.is_conditional and model_classes != num_classes:
         raise ValueError(f"conditioner.num_classes={model_classes} but dataset {cfg.dataset.name!r} has {num_classes} classes")
-    instantiate(cfg.scheduler)
-    instantiate(cfg.sampler)
+    build(cfg.scheduler)
+    build(cfg.sampler)
     return unet_config

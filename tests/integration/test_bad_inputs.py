@@ -1,0 +1,76 @@
+"""Configuration mistakes are reported with a clear message before any training starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tinyldm.tasks import train
+
+
+def _run(compose, overrides):
+    cfg = compose(["debug=smoke", "logger=none", *overrides])
+    return train.run(cfg)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("conditioner.p_uncond=1.5", r"p_uncond.*1\.5.*\[0, 1\)"),
+        ("conditioner.p_uncond=1.0", r"p_uncond.*\[0, 1\)"),
+        ("unet.transformer_depth=-1", r"transformer_depth.*-1"),
+        ("conditioner.tokens_per_class=0", r"tokens_per_class.*0"),
+        ("sampler.guidance_scale=-2", r"-2"),
+        ("stage=both", r"stage='both'.*\['autoencoder', 'diffusion', 'all'\]"),
+        ("dataset.val_fraction=1.5", r"val_fraction"),
+        ("unet.in_channels=3", r"unet.in_channels=3 does not match"),
+    ],
+)
+def test_bad_config_values_fail_before_training(compose, tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        _run(compose, [override])
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_stage_diffusion_without_checkpoint(compose):
+    with pytest.raises(ValueError, match="autoencoder_ckpt"):
+        _run(compose, ["stage=diffusion"])
+
+
+def test_missing_stage1_checkpoint(compose, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does-not-exist.ckpt"):
+        _run(compose, ["stage=diffusion", f"autoencoder_ckpt={tmp_path}/does-not-exist.ckpt"])
+
+
+def test_stage1_path_that_is_not_a_checkpoint(compose, tmp_path):
+    bogus = tmp_path / "notes.ckpt"
+    bogus.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        _run(compose, ["stage=diffusion", f"autoencoder_ckpt={bogus}"])
+
+
+def test_stage2_checkpoint_given_as_stage1(compose, tmp_path):
+    import torch
+
+    fake_stage2 = tmp_path / "diffusion.ckpt"
+    torch.save({"state_dict": {}, "tinyldm": {"stage": "diffusion", "version": "0"}}, fake_stage2)
+    with pytest.raises(ValueError, match="is a diffusion \\(stage 2\\) checkpoint"):
+        _run(compose, ["stage=diffusion", f"autoencoder_ckpt={fake_stage2}"])
+
+
+def test_unknown_dataset_name(compose):
+    with pytest.raises(ValueError, match="cifar"):
+        _run(compose, ["dataset.name=cifar"])
+
+
+def test_missing_local_files_with_torchvision_source(compose, tmp_path, monkeypatch):
+    import torchvision
+
+    def no_network(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", no_network)
+    with pytest.raises(RuntimeError, match="dataset.root|mnist_5k"):
+        _run(compose, ["dataset=mnist", "dataset.source=torchvision", "stage=autoencoder"])
+    assert Path(tmp_path).exists()

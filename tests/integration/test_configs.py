@@ -1,0 +1,66 @@
+"""Every config group option composes, and every model x dataset pair builds."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tests.conftest import CONFIG_DIR
+
+GROUPS = ["dataset", "model", "scheduler", "sampler", "unet", "conditioner", "diffusion", "trainer", "logger", "callbacks", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(compose, group, option):
+    cfg = compose([f"{group}={option}"])
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    assert cfg.stage == "all"
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_compose_in_the_users_form(compose, experiment):
+    cfg = compose(["model=vqvae", f"+experiment={experiment}"])
+    OmegaConf.resolve(cfg)
+    assert cfg.model.name == "vqvae"
+    assert cfg.dataset.name in {"mnist", "fashion_mnist"}
+
+
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_every_model_dataset_pair_instantiates(compose, model, dataset):
+    cfg = compose([f"model={model}", f"dataset={dataset}"])
+    datamodule = instantiate(cfg.dataset)
+    autoencoder = instantiate(cfg.model.net)
+    latent_shape = autoencoder.latent_shape(datamodule.image_shape)
+    assert latent_shape[0] == autoencoder.latent_channels
+    from tinyldm.tasks.validation import check_stage2_parts
+
+    unet_config = check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
+    assert unet_config["in_channels"] == latent_shape[0] and unet_config["sample_size"] == latent_shape[1]
+
+
+def test_trainer_and_callbacks_instantiate(compose, tmp_path):
+    from tinyldm.tasks.builders import RunLoggers, build_trainer
+
+    cfg = compose(["trainer=cpu", "logger=csv"])
+    trainer = build_trainer(cfg, "autoencoder", tmp_path, RunLoggers(cfg.logger), max_epochs=1)
+    assert trainer.max_epochs == 1
+    assert trainer.checkpoint_callback.dirpath == str(tmp_path / "checkpoints" / "autoencoder")
+
+
+def test_hydra_run_dirs_never_collide(compose):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", return_hydra_config=True)
+    assert "%f" in OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
+    sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
+    assert sweep["subdir"] == "${hydra.job.num}" and "%f" in sweep["dir"]
