@@ -1,0 +1,80 @@
+"""sample.py: deterministic npz + grid output, and clear refusals of bad requests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import path_overrides, run_script
+
+
+@pytest.fixture(scope="module")
+def stage2_checkpoint(tmp_path_factory) -> Path:
+    """One smoke-trained class-conditional model shared by this module's tests."""
+    tmp = tmp_path_factory.mktemp("stage2")
+    run_dir = tmp / "run"
+    run_script("train.py", ["model=ae", "debug=smoke", "logger=none", "diffusion.max_epochs=1",
+                            "diffusion.grid.every_n_epochs=0", *path_overrides(tmp)], run_dir)
+    return run_dir / "checkpoints" / "diffusion.ckpt"
+
+
+def _sample(compose, ckpt, out, **overrides):
+    from tinyldm.tasks import sample
+
+    items = [f"ckpt={ckpt}", f"out={out}", "progress=false", "sampler.steps=4", *[f"{k}={v}" for k, v in overrides.items()]]
+    return sample.run(compose(items, config_name="sample"))
+
+
+def test_sample_writes_npz_and_grid_deterministically(compose, stage2_checkpoint, tmp_path):
+    _sample(compose, stage2_checkpoint, tmp_path / "a.npz", n_per_class=2, seed=0, classes="[3,7]")
+    _sample(compose, stage2_checkpoint, tmp_path / "b.npz", n_per_class=2, seed=0, classes="[3,7]")
+    _sample(compose, stage2_checkpoint, tmp_path / "c.npz", n_per_class=2, seed=1, classes="[3,7]")
+    a, b, c = (np.load(tmp_path / f"{n}.npz") for n in "abc")
+    assert a["images"].dtype == np.uint8 and a["images"].shape == (4, 28, 28)
+    assert a["labels"].dtype == np.int64 and a["labels"].tolist() == [3, 3, 7, 7]
+    assert np.array_equal(a["images"], b["images"])
+    assert not np.array_equal(a["images"], c["images"])
+    metadata = json.loads(str(a["metadata"]))
+    assert metadata["sampler"]["steps"] == 4 and metadata["seed"] == 0
+    assert (tmp_path / "a.png").is_file()
+
+
+def test_sample_entry_point(stage2_checkpoint, tmp_path):
+    out = tmp_path / "cli.npz"
+    run_script("sample.py", [f"ckpt={stage2_checkpoint}", "n_per_class=1", "sampler=ddim", "sampler.steps=3",
+                             "sampler.guidance_scale=3", f"out={out}", *path_overrides(tmp_path)], tmp_path / "run")
+    assert np.load(out)["images"].shape == (10, 28, 28)
+
+
+@pytest.mark.parametrize(
+    "overrides,error,match",
+    [
+        ({"n_per_class": 0}, ValueError, "n_per_class=0"),
+        ({"classes": "[3,12]"}, ValueError, r"\[12\] not among the model's classes"),
+        ({"sampler.steps": 5000}, ValueError, "steps=5000 exceeds"),
+        ({"sampler.guidance_scale": -1}, ValueError, "-1"),
+    ],
+)
+def test_sample_bad_requests(compose, stage2_checkpoint, tmp_path, overrides, error, match):
+    with pytest.raises(error, match=match):
+        _sample(compose, stage2_checkpoint, tmp_path / "x.npz", **overrides)
+
+
+def test_sample_refuses_missing_folder_existing_file_and_stage1(compose, stage2_checkpoint, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _sample(compose, stage2_checkpoint, tmp_path / "nope" / "x.npz")
+    existing = tmp_path / "exists.npz"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        _sample(compose, stage2_checkpoint, existing)
+    assert existing.read_bytes() == b"keep me"
+    _sample(compose, stage2_checkpoint, existing, overwrite="true", n_per_class=1)
+    assert np.load(existing)["images"].shape == (10, 28, 28)
+    stage1 = stage2_checkpoint.parent / "autoencoder.ckpt"
+    with pytest.raises(ValueError, match="autoencoder \\(stage 1\\) checkpoint"):
+        _sample(compose, stage1, tmp_path / "y.npz")
+    with pytest.raises(FileNotFoundError):
+        _sample(compose, tmp_path / "missing.ckpt", tmp_path / "z.npz")
