@@ -168,6 +168,24 @@ def test_vq_straight_through_reaches_encoder():
     assert torch.allclose(commitment, expected, rtol=1e-5)
 
 
+def test_vqvae_decode_snaps_latents_onto_the_codebook():
+    """Stage 2 diffuses pre-quantisation latents; decode must absorb the quantiser."""
+    torch.manual_seed(0)
+    model = build("vqvae", (8, 16))
+    model.train()
+    model(torch.randn(4, 1, 16, 16))  # initialises the codebook from encoder outputs
+    model.eval()
+    with torch.no_grad():
+        z = model.encode(torch.randn(2, 1, 16, 16))
+        snapped = model.quantizer.quantize(z)
+        rows = rearrange(snapped, "b d h w -> (b h w) d")
+        codebook = model.quantizer.embedding
+        assert (rows[:, None, :] == codebook[None, :, :]).all(dim=-1).any(dim=1).all()  # every vector is a code
+        assert not torch.allclose(snapped, z, atol=1e-3)
+        assert torch.equal(model.decode(z), model.decoder(snapped))
+        assert not torch.allclose(model.decode(z), model.decoder(z), atol=1e-5)
+
+
 def _known_quantizer(embedding: torch.Tensor, cluster_size: torch.Tensor, **kwargs) -> VectorQuantizer:
     num_embeddings, dim = embedding.shape
     vq = VectorQuantizer(num_embeddings, dim, **kwargs)

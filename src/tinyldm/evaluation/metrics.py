@@ -1,0 +1,278 @@
+"""Sample-quality metrics in the digit classifier's feature space, all computable offline.
+
+What a number means here:
+
+* ``cond_acc`` -- fraction of samples the classifier assigns to the class they
+  were requested as; capped by the classifier's own accuracy (``classifier_acc``).
+* ``fid`` -- Fréchet distance (torchmetrics' implementation) between classifier
+  features of the samples and of the held-out reference split.  Absolute values
+  depend on the feature space and on N, so it is reported next to ``fid_floor``:
+  the FID of an equally large set of *real training* images against the same
+  reference, i.e. what a perfect generator would score.  ``fid_ratio`` ~ 1 is
+  as good as it gets.
+* ``diversity`` -- per-class feature spread of the samples over that of real
+  data: ~1 is healthy, << 1 means mode collapse (FID alone can hide it when the
+  collapsed modes sit near the class means).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from tinyldm.evaluation.classifier import DigitClassifier, predict, to_input
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ClassifierFeatures", "validate_samples", "load_samples_npz", "evaluate_samples", "MIN_SAMPLES"]
+
+# FID estimates a covariance: 2 images is the mathematical minimum, but below a
+# few dozen the estimate is noise.  (Full rank needs num_features + 1 = 129.)
+MIN_SAMPLES = 50
+
+
+class ClassifierFeatures(nn.Module):
+    """Adapter that lets torchmetrics' ``FrechetInceptionDistance(feature=...)`` use a DigitClassifier.
+
+    torchmetrics hands a custom feature module the images exactly as given to
+    ``update`` (its ``normalize`` flag only rescales for the built-in Inception)
+    and reads ``num_features`` to size its state, so nothing is downloaded.
+    Accepts float ``(N, 1, 28, 28)`` in [0, 1], or uint8 ``(N, 28, 28)`` /
+    ``(N, 1, 28, 28)``.  Like torchmetrics' Inception wrapper it never leaves
+    eval mode: BatchNorm batch statistics would make features depend on batch
+    composition.
+    """
+
+    def __init__(self, classifier: DigitClassifier):
+        super().__init__()
+        self.classifier = classifier
+        self.num_features = int(classifier.num_features)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "ClassifierFeatures":
+        return super().train(False)
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Images -> ``(N, num_features)`` float features."""
+        if imgs.dtype == torch.uint8:
+            imgs = imgs.float().div(255.0)
+        elif not imgs.is_floating_point():
+            raise TypeError(f"expected uint8 or float images in [0, 1], got dtype {imgs.dtype}")
+        if imgs.ndim == 3:
+            imgs = imgs.unsqueeze(1)  # (N, 28, 28) -> (N, 1, 28, 28)
+        with torch.no_grad():
+            return self.classifier.features(imgs.float())
+
+
+def validate_samples(
+    images: Any,
+    labels: Any,
+    num_classes: int,
+    image_shape: tuple[int, int] = (28, 28),
+    min_samples: int = MIN_SAMPLES,
+    what: str = "samples",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check images/labels before scoring; return them as (uint8 array, int64 array or None).
+
+    Raises a ``ValueError`` that names the problem and what is allowed, because
+    a bad sample file otherwise surfaces as a shape error deep in a metric.
+    ``labels=None`` skips the label checks (e.g. for the real-floor images).
+    """
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    images = np.asarray(images)
+    expected = f"(N, {image_shape[0]}, {image_shape[1]})"
+    if images.ndim != 3 or tuple(images.shape[1:]) != tuple(image_shape):
+        hint = ""
+        if images.ndim == 4 and images.shape[1] == 1:
+            hint = "; drop the channel axis (images[:, 0])"
+        elif images.ndim == 3 and images.shape[1] == images.shape[2] and images.shape[1] > image_shape[0]:
+            hint = "; crop the padding first (DigitsDataModule.to_uint8 does)"
+        elif images.ndim == 3:
+            hint = "; the classifier was built for 28x28 digits (does this dataset use another image size?)"
+        raise ValueError(f"{what}: expected images of shape {expected}, got {tuple(images.shape)}{hint}")
+    if images.dtype != np.uint8:
+        if np.issubdtype(images.dtype, np.floating):
+            bad = int((~np.isfinite(images)).sum())
+            if bad:
+                raise ValueError(f"{what}: float images contain {bad} NaN/Inf values; the generator diverged")
+            raise ValueError(
+                f"{what}: images must be uint8 pixels 0..255, got float ({images.dtype}, range "
+                f"[{images.min():.3g}, {images.max():.3g}]); convert model output in [-1, 1] "
+                "with DigitsDataModule.to_uint8"
+            )
+        raise ValueError(f"{what}: images must be uint8 pixels 0..255, got dtype {images.dtype}")
+    n = len(images)
+    if n < min_samples:
+        raise ValueError(
+            f"{what}: FID needs at least {min_samples} images for a usable covariance estimate, got {n}"
+        )
+    if labels is None:
+        return np.ascontiguousarray(images), None
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"{what}: expected labels of shape ({n},) to match {n} images, got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{what}: labels must be integers (class index, -1 = unconditional), got dtype {labels.dtype}")
+    bad = (labels < -1) | (labels >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"{what}: labels must lie in [-1, {num_classes}) (-1 = unconditional), got "
+            f"{int(bad.sum())} out of range, e.g. {int(labels[bad][0])}"
+        )
+    return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+def load_samples_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a sample file: arrays ``images`` (uint8 ``(N, 28, 28)``) and ``labels`` (``(N,)``, -1 = none).
+
+    Every other entry is returned in the metadata dict (0-d arrays as Python
+    scalars; an entry ``metadata`` holding a JSON string is parsed and merged).
+    Contents are not validated here -- :func:`validate_samples` does that.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"sample file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ValueError(f"sample file {str(path)!r} is a directory, expected an .npz file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as error:  # ValueError (pickle refused), OSError, EOFError: not numpy data at all
+        raise ValueError(f"{str(path)!r} is not an .npz archive ({type(error).__name__}: {error})") from error
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{str(path)!r} holds a single .npy array, expected an .npz archive with 'images' and 'labels'")
+    try:
+        with data:
+            arrays = {key: data[key] for key in data.files}
+    except Exception as error:  # zipfile.BadZipFile / ValueError for truncated or pickled members
+        raise ValueError(f"{str(path)!r} is a corrupt .npz archive ({type(error).__name__}: {error})") from error
+    for key in ("images", "labels"):
+        if key not in arrays:
+            raise ValueError(f"{str(path)!r} has no {key!r} array; it contains {sorted(arrays)}")
+    metadata: dict[str, Any] = {}
+    for key, value in arrays.items():
+        if key in ("images", "labels"):
+            continue
+        value = value.item() if value.ndim == 0 else value
+        if key == "metadata" and isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = value
+            if isinstance(parsed, dict):
+                metadata.update(parsed)
+                continue
+            value = parsed
+        metadata[key] = value
+    return arrays["images"], arrays["labels"], metadata
+
+
+def _class_spread(features: torch.Tensor, groups: torch.Tensor, num_classes: int) -> dict[int, float]:
+    """Per class: RMS distance of its features ``(N, F)`` to the class centroid (classes with >= 2 members)."""
+    spread = {}
+    for c in range(num_classes):
+        f = features[groups == c].double()
+        if len(f) >= 2:
+            spread[c] = (f - f.mean(0)).pow(2).sum(1).mean().sqrt().item()
+    return spread
+
+
+def _fid_batches(fid: FrechetInceptionDistance, images: np.ndarray, real: bool, batch_size: int, device: torch.device) -> None:
+    for start in range(0, len(images), batch_size):
+        fid.update(to_input(images[start : start + batch_size]).to(device), real=real)
+
+
+def evaluate_samples(
+    images_uint8: Any,
+    labels: Any,
+    reference_images_uint8: Any,
+    reference_labels: Any,
+    classifier: DigitClassifier,
+    num_classes: int,
+    real_floor_images_uint8: Any = None,
+    batch_size: int = 500,
+    min_samples: int = MIN_SAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score generated digits against the held-out reference split.
+
+    Args:
+        images_uint8: ``(N, 28, 28)`` uint8 samples.
+        labels: ``(N,)`` requested class per sample, -1 for unconditional ones.
+        reference_images_uint8, reference_labels: the held-out (val) split.
+        classifier: the evaluation classifier (see ``load_or_train_classifier``).
+        num_classes: number of classes.
+        real_floor_images_uint8: real *training* images; a seeded random subset
+            of N of them gives ``fid_floor``.  ``None`` -> floor keys are None.
+        seed: picks that subset.
+
+    Returns:
+        dict with ``cond_acc`` (None without requested labels), ``per_class_acc``
+        (list, None for never-requested classes), ``confusion_matrix`` (rows =
+        requested label), ``fid``, ``fid_floor``, ``fid_ratio``, ``classifier_acc``
+        (its accuracy on the reference split), ``diversity``, ``pred_histogram``,
+        ``num_samples``, ``num_reference``.
+    """
+    images, labels = validate_samples(images_uint8, labels, num_classes, min_samples=min_samples)
+    ref_images, ref_labels = validate_samples(
+        reference_images_uint8, reference_labels, num_classes, min_samples=min_samples, what="reference"
+    )
+    if (ref_labels < 0).any():
+        raise ValueError("reference: labels must be real classes in [0, num_classes), not -1")
+    n = len(images)
+    if n <= classifier.num_features:
+        log.warning("%d samples <= %d features: rank-deficient covariance, FID is biased upwards; "
+                    "compare FIDs only at equal N", n, classifier.num_features)
+    device = next(classifier.parameters()).device
+    feats, preds = predict(classifier, images, batch_size)  # (N, F), (N,)
+    ref_feats, ref_preds = predict(classifier, ref_images, batch_size)
+    labels_t, ref_labels_t = torch.from_numpy(labels), torch.from_numpy(ref_labels)
+
+    result: dict[str, Any] = {"num_samples": n, "num_reference": len(ref_images)}
+    result["classifier_acc"] = (ref_preds == ref_labels_t).double().mean().item()
+    result["pred_histogram"] = torch.bincount(preds, minlength=num_classes).tolist()
+    mask = labels_t >= 0
+    if mask.any():
+        confusion = MulticlassConfusionMatrix(num_classes)(preds[mask], labels_t[mask])  # (C, C)
+        requested = confusion.sum(1)
+        result["cond_acc"] = (preds[mask] == labels_t[mask]).double().mean().item()
+        result["per_class_acc"] = [
+            (confusion[c, c] / requested[c]).item() if requested[c] else None for c in range(num_classes)
+        ]
+        result["confusion_matrix"] = confusion.tolist()
+    else:
+        result.update(cond_acc=None, per_class_acc=None, confusion_matrix=None)
+
+    groups = torch.where(mask, labels_t, preds)  # requested class, else the predicted one
+    sample_spread = _class_spread(feats, groups, num_classes)
+    real_spread = _class_spread(ref_feats, ref_labels_t, num_classes)
+    ratios = [sample_spread[c] / real_spread[c] for c in sample_spread if real_spread.get(c, 0.0) > 0]
+    result["diversity"] = float(np.mean(ratios)) if ratios else None
+
+    fid = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), normalize=True, reset_real_features=False)
+    fid = fid.to(device)
+    _fid_batches(fid, ref_images, True, batch_size, device)
+    _fid_batches(fid, images, False, batch_size, device)
+    result["fid"] = float(fid.compute())
+    result["fid_floor"] = result["fid_ratio"] = None
+    if real_floor_images_uint8 is not None:
+        floor_images, _ = validate_samples(real_floor_images_uint8, None, num_classes, min_samples=min_samples,
+                                           what="real floor")
+        if len(floor_images) < n:
+            log.warning("only %d real floor images for %d samples; the floor is biased upwards", len(floor_images), n)
+        pick = np.sort(np.random.default_rng(seed).permutation(len(floor_images))[:n])
+        fid.reset()  # keeps the reference statistics (reset_real_features=False)
+        _fid_batches(fid, floor_images[pick], False, batch_size, device)
+        result["fid_floor"] = float(fid.compute())
+        result["fid_ratio"] = result["fid"] / result["fid_floor"] if result["fid_floor"] > 0 else float("inf")
+    return result

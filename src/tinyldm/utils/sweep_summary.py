@@ -1,0 +1,64 @@
+"""Hydra callback: at the end of a multirun, gather every job's metrics into one CSV.
+
+One row per job: its job number, directory, the command-line overrides that made it, and the
+final metrics from its ``metrics.json`` (jobs that crashed get a row with ``status=failed``, so
+a sweep table never silently drops points).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def collect_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    rows = []
+    for job_dir in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
+        row: dict[str, Any] = {"job": int(job_dir.name), "dir": str(job_dir), "overrides": " ".join(overrides)}
+        for item in overrides:
+            key, _, value = str(item).partition("=")
+            row[f"override:{key.lstrip('+~')}"] = value
+        metrics_file = job_dir / "metrics.json"
+        if metrics_file.exists():
+            metrics = json.loads(metrics_file.read_text())
+            row["status"] = "ok"
+            row.update({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))})
+        else:
+            row["status"] = "failed"
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+class SweepSummary(Callback):
+    def __init__(self, filename: str = "summary.csv") -> None:
+        self.filename = filename
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.exists():
+            return
+        rows = collect_sweep(sweep_dir)
+        if rows:
+            path = write_csv(rows, sweep_dir / self.filename)
+            log.info("Sweep summary (%d jobs): %s", len(rows), path)
