@@ -81,7 +81,8 @@ def test_truncated_train_split_shares_the_full_split_classifier(setup):
 
 
 def test_corrupt_cache_is_retrained_with_warning(tmp_path, caplog):
-    datamodule = DigitsDataModule(name="mnist_5k", source="bundled", seed=0)
+    # a 500-image train split and one epoch keep the two trainings here to a few seconds
+    datamodule = DigitsDataModule(name="mnist_5k", source="bundled", seed=0, val_fraction=0.9)
     _, first = load_or_train_classifier("mnist_5k", datamodule, tmp_path, epochs=1)
     with open(first["cache_path"], "wb") as handle:
         handle.write(b"definitely not a torch file")

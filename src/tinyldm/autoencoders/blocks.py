@@ -103,8 +103,11 @@ class Decoder(nn.Module):
                 layers.append(ResBlock(width, level_width, norm_groups))
                 width = level_width
             if level < len(channels) - 1:
+                # narrow to the next (shallower) level's width while upsampling: the conv then runs
+                # at high resolution with the smaller channel count, the decoder's cost hot spot
                 layers.append(nn.Upsample(scale_factor=2, mode="nearest"))  # double H, W
-                layers.append(nn.Conv2d(width, width, 3, padding=1))
+                layers.append(nn.Conv2d(width, channels[level + 1], 3, padding=1))
+                width = channels[level + 1]
         self.body = nn.Sequential(*layers)
         self.conv_out = nn.Sequential(
             nn.GroupNorm(norm_groups, width), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)

@@ -75,7 +75,7 @@ class DigitClassifier(nn.Module):
     which is about 2x faster for these small convolutions on CPU.
     """
 
-    def __init__(self, num_classes: int = 10, num_features: int = 128, widths: tuple[int, int, int] = (32, 64, 64)):
+    def __init__(self, num_classes: int = 10, num_features: int = 128, widths: tuple[int, int, int] = (32, 48, 64)):
         super().__init__()
         if num_classes < 2 or num_features < 1:
             raise ValueError(f"need num_classes >= 2 and num_features >= 1, got {num_classes} and {num_features}")

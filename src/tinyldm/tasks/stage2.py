@@ -74,4 +74,27 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
         path = save_png(grid, run_dir / "samples.png")
         metrics["ldm/final_grid_seconds"] = time.perf_counter() - start
         log.info("Final sample grid (rows = classes, guidance %g): %s", scale, path)
+        if cfg.evaluation.enabled:
+            metrics.update(evaluate_model(module, datamodule, cfg))
+            for logger in trainer.loggers:
+                logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("eval/") and isinstance(v, float)},
+                                   step=trainer.global_step)
     return StageResult(checkpoint, metrics)
+
+
+def evaluate_model(module: LatentDiffusionModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> dict:
+    """Sample ``evaluation.n_per_class`` images per class with the EMA model and score them."""
+    from tinyldm.evaluation.run import format_table, prefixed, score
+    from tinyldm.tasks.sample import generate, requested_labels
+
+    evaluation = cfg.evaluation
+    start = time.perf_counter()
+    labels = requested_labels(module, int(evaluation.n_per_class), None, None)
+    images = generate(module, labels, module.sampler, int(evaluation.seed), int(evaluation.batch_size))
+    sample_seconds = time.perf_counter() - start
+    result = score(datamodule.to_uint8(images), labels.numpy(), datamodule, cfg.paths.cache_dir,
+                   evaluation.classifier_epochs, int(evaluation.seed))
+    log.info("\n%s", format_table(result, f"evaluation of the final EMA model ({module.sampler})"))
+    result.update({"sample_images_per_second": len(labels) / sample_seconds, "guidance_scale": module.sampler.guidance_scale,
+                   "sampler_steps": module.sampler.steps})
+    return prefixed(result)

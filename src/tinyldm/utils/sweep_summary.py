@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,3 +63,34 @@ class SweepSummary(Callback):
         if rows:
             path = write_csv(rows, sweep_dir / self.filename)
             log.info("Sweep summary (%d jobs): %s", len(rows), path)
+            plot = plot_fid_vs_accuracy(rows, path.with_suffix(".png"))
+            if plot is not None:
+                log.info("Sweep plot (FID vs conditional accuracy): %s", plot)
+
+
+def plot_fid_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Scatter of eval/fid against eval/cond_acc, each point labelled with its guidance scale / steps."""
+    points = [r for r in rows if isinstance(r.get("eval/fid"), (int, float)) and isinstance(r.get("eval/cond_acc"), (int, float))]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
+    ax.scatter([p["eval/cond_acc"] for p in points], [p["eval/fid"] for p in points])
+    for p in points:
+        label = f"s={p.get('guidance_scale', '?')}, {p.get('sampler_steps', '?')} steps"
+        ax.annotate(label, (p["eval/cond_acc"], p["eval/fid"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    floors = [p["eval/fid_floor"] for p in points if isinstance(p.get("eval/fid_floor"), (int, float))]
+    if floors:
+        ax.axhline(float(np.median(floors)), linestyle="--", color="gray", label="real-data floor")
+        ax.legend(loc="best", fontsize=7)
+    ax.set_xlabel("conditional accuracy")
+    ax.set_ylabel("classifier-feature FID (lower is better)")
+    ax.set_title("guidance sweep")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

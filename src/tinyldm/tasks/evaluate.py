@@ -1,0 +1,74 @@
+"""``python evaluate.py``: score a samples file or a stage-2 checkpoint; write ``metrics.json``.
+
+Each run (or sweep point) writes ``metrics.json`` with ``eval/*`` keys plus the sampler settings,
+so the sweep summary callback can collect a multirun into one CSV and plot.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from tinyldm.evaluation.metrics import load_samples_npz
+from tinyldm.evaluation.run import format_table, prefixed, score
+from tinyldm.tasks.sample import generate, load_diffusion_checkpoint, requested_labels, resolve_device
+from tinyldm.tasks.train import is_rank_zero, run_dir_of
+from tinyldm.utils.instantiate import build
+from tinyldm.utils.run_files import update_metrics_file
+
+log = logging.getLogger(__name__)
+
+
+def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    if bool(cfg.samples) == bool(cfg.ckpt):
+        raise ValueError("give exactly one of samples=PATH.npz or ckpt=PATH.ckpt "
+                         f"(got samples={cfg.samples!r}, ckpt={cfg.ckpt!r})")
+    if cfg.samples:
+        return load_samples_npz(cfg.samples)
+    sampler = build(cfg.sampler)
+    model = load_diffusion_checkpoint(cfg.ckpt, resolve_device(cfg.device))
+    labels = requested_labels(model, int(cfg.evaluation.n_per_class), None, None)
+    images = generate(model, labels, sampler, int(cfg.seed), int(cfg.evaluation.batch_size))
+    settings = {"ckpt": str(cfg.ckpt), "sampler": OmegaConf.to_container(cfg.sampler, resolve=True)}
+    return datamodule.to_uint8(images), labels.numpy(), settings
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    datamodule = build(cfg.dataset)
+    images, labels, settings = samples_for(cfg, datamodule)
+    result = score(images, labels, datamodule, cfg.paths.cache_dir, cfg.evaluation.classifier_epochs, int(cfg.seed))
+    print(format_table(result, f"evaluation of {cfg.samples or cfg.ckpt} on {cfg.dataset.name}"))
+    metrics = {**prefixed(result), "samples": cfg.samples, "ckpt": cfg.ckpt, "dataset": cfg.dataset.name,
+               "dataset_source": datamodule.source_used}
+    sampler = settings.get("sampler") or {}
+    metrics.update({"guidance_scale": sampler.get("guidance_scale"), "sampler_steps": sampler.get("steps"),
+                    "sampler_kind": sampler.get("kind")})
+    run_dir = run_dir_of(cfg)
+    if is_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = update_metrics_file(run_dir / "metrics.json", metrics)
+        log.info("Wrote %s", run_dir / "metrics.json")
+        _log_to_loggers(cfg, metrics)
+    return metrics
+
+
+def _log_to_loggers(cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """Send the scalar figures to the configured loggers (W&B: one run per sweep point)."""
+    from tinyldm.tasks.builders import RunLoggers
+
+    loggers = RunLoggers(cfg.get("logger"))
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for logger in loggers.for_stage("evaluate"):
+        logger.log_hyperparams({"samples": cfg.samples, "ckpt": cfg.ckpt, **{k: metrics.get(k) for k in ("guidance_scale", "sampler_steps")}})
+        logger.log_metrics(scalars)
+    loggers.finish()
+
+
+def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    name = cfg.get("optimized_metric")
+    value = metrics.get(name) if name else None
+    return None if value is None else float(value)

@@ -1,0 +1,75 @@
+"""evaluate.py on a samples file and on a checkpoint; a 2-point guidance sweep collected into CSV + plot."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import path_overrides, read_metrics, run_script
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict[str, Path]:
+    """A smoke-trained model whose run also evaluated itself (classifier cached in the shared cache)."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    run_dir = tmp / "run"
+    run_script("train.py", ["model=ae", "debug=smoke", "logger=none", "diffusion.grid.every_n_epochs=0", *path_overrides(tmp)], run_dir)
+    return {"tmp": tmp, "run": run_dir, "ckpt": run_dir / "checkpoints" / "diffusion.ckpt"}
+
+
+def test_training_ends_with_an_evaluation(workspace):
+    metrics = read_metrics(workspace["run"])
+    for key in ("eval/cond_acc", "eval/fid", "eval/fid_floor", "eval/classifier_test_acc", "eval/diversity"):
+        assert key in metrics, key
+    assert metrics["eval/num_samples"] == 60
+    assert 0.0 <= metrics["eval/cond_acc"] <= 1.0 and metrics["eval/fid"] > 0
+
+
+def test_evaluate_samples_file_reuses_cached_classifier(workspace, tmp_path):
+    from tinyldm.data import DigitsDataModule
+
+    dm = DigitsDataModule(name="mnist_5k", source="bundled", seed=0)
+    dm.setup()
+    images = dm.to_uint8(dm.val_dataset.tensors[0][:100])
+    labels = dm.val_dataset.tensors[1][:100].numpy()
+    np.savez(tmp_path / "real.npz", images=images, labels=labels)
+    result = run_script("evaluate.py", [f"samples={tmp_path / 'real.npz'}", "dataset=mnist_5k", "evaluation.classifier_epochs=1",
+                                        *path_overrides(workspace["tmp"])], tmp_path / "eval")
+    metrics = read_metrics(tmp_path / "eval")
+    assert "reusing cached classifier" in result.stdout + result.stderr
+    assert metrics["eval/cond_acc"] > 0.5  # real digits, even for a 1-epoch classifier
+    assert "fid_floor" in result.stdout
+
+
+def test_guidance_sweep_writes_csv_and_plot(workspace, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    command = ["-m", f"ckpt={workspace['ckpt']}", "sampler.guidance_scale=1,3", "sampler.steps=3", "evaluation.n_per_class=5",
+               "evaluation.classifier_epochs=1", f"hydra.sweep.dir={sweep_dir}", *path_overrides(workspace["tmp"])]
+    run_script("evaluate.py", command, tmp_path / "unused")
+    with (sweep_dir / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    assert sorted(float(r["guidance_scale"]) for r in rows) == [1.0, 3.0]
+    assert all(r["status"] == "ok" and float(r["eval/fid"]) > 0 for r in rows)
+    assert (sweep_dir / "summary.png").is_file()
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: np.savez(p, pictures=np.zeros((60, 28, 28), np.uint8)), "images"),
+    (lambda p: np.savez(p, images=np.zeros((60, 32, 32), np.uint8), labels=np.zeros(60, np.int64)), "28"),
+    (lambda p: np.savez(p, images=np.zeros((60, 28, 28), np.float32), labels=np.zeros(60, np.int64)), "uint8"),
+    (lambda p: np.savez(p, images=np.zeros((60, 28, 28), np.uint8), labels=np.full(60, 11, np.int64)), "11|range"),
+    (lambda p: np.savez(p, images=np.zeros((3, 28, 28), np.uint8), labels=np.zeros(3, np.int64)), "3"),
+])
+def test_evaluate_rejects_malformed_samples(compose, workspace, tmp_path, make, match):
+    from tinyldm.tasks import evaluate
+
+    path = tmp_path / "bad.npz"
+    make(path)
+    cfg = compose([f"samples={path}", "evaluation.classifier_epochs=1", f"paths.cache_dir={workspace['tmp']}/cache"],
+                  config_name="evaluate")
+    with pytest.raises(ValueError, match=match):
+        evaluate.run(cfg)
