@@ -169,7 +169,9 @@ def train_classifier(
     x_all = to_input(train_images_uint8)  # (N, 1, 28, 28)
     if len(x_all) != len(labels):
         raise ValueError(f"{len(x_all)} training images but {len(labels)} labels")
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device)
+    cuda_devices = [] if device.type != "cuda" else [torch.cuda.current_device() if device.index is None else device.index]
+    with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         model = DigitClassifier(num_classes, num_features).to(device)
         generator = torch.Generator().manual_seed(seed)

@@ -263,7 +263,7 @@ def evaluate_samples(
     fid = fid.to(device)
     _fid_batches(fid, ref_images, True, batch_size, device)
     _fid_batches(fid, images, False, batch_size, device)
-    result["fid"] = float(fid.compute())
+    result["fid"] = max(0.0, float(fid.compute()))  # >= 0 in exact arithmetic; clip -1e-7 round-off
     result["fid_floor"] = result["fid_ratio"] = None
     if real_floor_images_uint8 is not None:
         floor_images, _ = validate_samples(real_floor_images_uint8, None, num_classes, min_samples=min_samples,
@@ -273,6 +273,6 @@ def evaluate_samples(
         pick = np.sort(np.random.default_rng(seed).permutation(len(floor_images))[:n])
         fid.reset()  # keeps the reference statistics (reset_real_features=False)
         _fid_batches(fid, floor_images[pick], False, batch_size, device)
-        result["fid_floor"] = float(fid.compute())
+        result["fid_floor"] = max(0.0, float(fid.compute()))
         result["fid_ratio"] = result["fid"] / result["fid_floor"] if result["fid_floor"] > 0 else float("inf")
     return result

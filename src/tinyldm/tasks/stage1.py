@@ -44,6 +44,9 @@ def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDat
         metric_crop=datamodule.pad,
         image_dir=str(run_dir / "images"),
     )
+    if training.get("batch_size"):
+        # small autoencoders on a few thousand images need many small steps more than big batches
+        datamodule.batch_size = int(training.batch_size)
     max_epochs = int(training.max_epochs)
     trainer = build_trainer(cfg, STAGE, run_dir, loggers, max_epochs=max(max_epochs, 1))
     start = time.perf_counter()

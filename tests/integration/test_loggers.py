@@ -1,0 +1,34 @@
+"""logger=wandb works offline with no account: history and images land in the offline run dir."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import path_overrides, read_metrics, run_script
+
+
+def test_wandb_offline_run_holds_history_and_images(tmp_path):
+    run_dir = tmp_path / "run"
+    run_script("train.py", ["stage=autoencoder", "model=ae", "debug=smoke", "logger=wandb", *path_overrides(tmp_path)], run_dir)
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1, offline_runs
+    files = offline_runs[0] / "files"
+    images = list((files / "media" / "images").glob("*.png"))
+    assert images, "the reconstruction grid was not logged"
+    summary = json.loads((files / "wandb-summary.json").read_text())
+    assert "ae/val/psnr" in summary and "ae/train/loss_step" in summary
+    assert abs(summary["ae/val/psnr"] - read_metrics(run_dir)["ae/val/psnr"]) < 1e-4
+    assert list(offline_runs[0].glob("run-*.wandb")), "no history file"
+
+
+def test_wandb_mode_auto_is_offline_without_credentials(monkeypatch, tmp_path):
+    from tinyldm.utils.loggers import resolve_wandb_mode
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert resolve_wandb_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("auto") == "disabled"
