@@ -41,6 +41,7 @@ class LatentDiffusionModule(L.LightningModule):
         ema_decay: float = 0.999,
         image_pad: int = 2,
         grid: Mapping[str, Any] | None = None,
+        seed: int = 0,
         image_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -95,6 +96,14 @@ class LatentDiffusionModule(L.LightningModule):
         prediction = denoiser(noisy, timesteps, context)
         target = self.noise_scheduler.training_target(latents, noise, timesteps)
         return F.mse_loss(prediction.float(), target.float())
+
+    def on_train_epoch_start(self) -> None:
+        """Re-seed the noise/timestep/label-drop RNG from (seed, epoch, rank).
+
+        Lightning does not checkpoint the global RNG, so without this a run resumed at an epoch
+        boundary would draw different noise than the uninterrupted run.
+        """
+        torch.manual_seed(int(self.hparams.seed) * 100_003 + 1_009 * self.current_epoch + self.global_rank)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         latents, labels = batch  # (B, C, h, w) scaled latents, (B,)

@@ -33,8 +33,9 @@ def _stage_metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
-def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, loggers: RunLoggers) -> StageResult:
-    """Fit the configured autoencoder, measure its latent scale factor, save ``autoencoder.ckpt``."""
+def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, loggers: RunLoggers,
+                      ckpt_path: Path | None = None) -> StageResult:
+    """Fit the configured autoencoder (resuming from ``ckpt_path``), measure its scale factor, save ``autoencoder.ckpt``."""
     training = cfg.model.training
     module = AutoencoderModule(
         autoencoder=OmegaConf.to_container(cfg.model.net, resolve=True),
@@ -51,7 +52,7 @@ def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDat
     trainer = build_trainer(cfg, STAGE, run_dir, loggers, max_epochs=max(max_epochs, 1))
     start = time.perf_counter()
     if module.autoencoder.is_trainable and max_epochs > 0:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     else:  # e.g. model=identity: nothing to learn, but still measure the reconstruction metrics
         trainer.validate(module, datamodule=datamodule, verbose=False)
     fit_seconds = time.perf_counter() - start

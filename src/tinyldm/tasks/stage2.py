@@ -40,6 +40,7 @@ def build_diffusion_module(cfg: DictConfig, autoencoder_ckpt: Path, datamodule: 
         ema_decay=float(diffusion.ema_decay),
         image_pad=datamodule.pad,
         grid=OmegaConf.to_container(diffusion.grid, resolve=True),
+        seed=int(cfg.seed),
         image_dir=str(run_dir / "images"),
     )
     module.autoencoder.load_state_dict(stage1.autoencoder.state_dict())
@@ -49,12 +50,13 @@ def build_diffusion_module(cfg: DictConfig, autoencoder_ckpt: Path, datamodule: 
 
 
 def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, autoencoder_ckpt: Path,
-                    loggers: RunLoggers) -> StageResult:
+                    loggers: RunLoggers, ckpt_path: Path | None = None) -> StageResult:
+    """Fit stage 2 (resuming from ``ckpt_path`` when given), save ``diffusion.ckpt``, then evaluate."""
     module = build_diffusion_module(cfg, autoencoder_ckpt, datamodule, run_dir)
     latents = LatentDataModule(datamodule, module.autoencoder, batch_size=int(cfg.diffusion.batch_size), seed=int(cfg.seed))
     trainer = build_trainer(cfg, STAGE, run_dir, loggers, max_epochs=int(cfg.diffusion.max_epochs))
     start = time.perf_counter()
-    trainer.fit(module, datamodule=latents)
+    trainer.fit(module, datamodule=latents, ckpt_path=str(ckpt_path) if ckpt_path else None)
     fit_seconds = time.perf_counter() - start
 
     checkpoint = run_dir / "checkpoints" / "diffusion.ckpt"

@@ -17,9 +17,10 @@ from tinyldm.utils.instantiate import build
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.tasks.builders import RunLoggers
-from tinyldm.tasks.stage1 import autoencoder_for_run, train_autoencoder
+from tinyldm.tasks.stage1 import autoencoder_for_run, cached_autoencoder_path, store_in_cache, train_autoencoder
 from tinyldm.tasks.stage2 import train_diffusion
 from tinyldm.tasks.validation import check_stage, check_stage2_parts
+from tinyldm.utils.checkpoints import checkpoint_stage, read_checkpoint
 from tinyldm.utils.run_files import update_metrics_file
 
 log = logging.getLogger(__name__)
@@ -47,26 +48,34 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         latent_shape = build(cfg.model.net).latent_shape(datamodule.image_shape)
         check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
 
+    resume_from, resume_stage = find_resume_checkpoint(cfg, run_dir)
     loggers = RunLoggers(cfg.get("logger"))
     metrics: dict[str, Any] = {"stage": cfg.stage, "model": cfg.model.name, "dataset": cfg.dataset.name}
     try:
-        autoencoder_ckpt = Path(cfg.autoencoder_ckpt) if cfg.get("autoencoder_ckpt") else None
-        if cfg.stage == "autoencoder":
-            result = train_autoencoder(cfg, run_dir, datamodule, loggers)
+        autoencoder_ckpt, reused = None, True
+        if cfg.stage == "autoencoder" or resume_stage == "autoencoder":
+            result = train_autoencoder(cfg, run_dir, datamodule, loggers, ckpt_path=resume_from)
             autoencoder_ckpt, reused = result.checkpoint, False
             metrics.update(result.metrics)
-        elif autoencoder_ckpt is None:
+            if cfg.stage == "all":
+                store_in_cache(result, cached_autoencoder_path(cfg), cfg)
+        elif cfg.get("autoencoder_ckpt"):
+            autoencoder_ckpt = Path(cfg.autoencoder_ckpt)
+        elif resume_stage == "diffusion" and (run_dir / "checkpoints" / "autoencoder.ckpt").exists():
+            autoencoder_ckpt = run_dir / "checkpoints" / "autoencoder.ckpt"  # written by the run being resumed
+        else:
             result, reused = autoencoder_for_run(cfg, run_dir, datamodule, loggers)
             autoencoder_ckpt = result.checkpoint
             metrics.update(result.metrics)
-        else:
-            reused = True
         metrics.update({"autoencoder_ckpt": str(autoencoder_ckpt), "autoencoder_reused": reused})
 
         if cfg.stage in ("diffusion", "all"):
-            result = train_diffusion(cfg, run_dir, datamodule, autoencoder_ckpt, loggers)
+            stage2_resume = resume_from if resume_stage == "diffusion" else None
+            result = train_diffusion(cfg, run_dir, datamodule, autoencoder_ckpt, loggers, ckpt_path=stage2_resume)
             metrics.update(result.metrics)
             metrics["diffusion_ckpt"] = str(result.checkpoint)
+        if resume_from is not None:
+            metrics["resumed_from"] = str(resume_from)
     finally:
         loggers.finish()
 
@@ -79,6 +88,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics = update_metrics_file(run_dir / "metrics.json", metrics)
         log.info("Run finished; outputs in %s", run_dir)
     return metrics
+
+
+def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, str | None]:
+    """The checkpoint to resume from (``ckpt_path=PATH`` or ``resume=true``) and the stage that wrote it."""
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+    elif cfg.get("resume"):
+        candidates = [run_dir / "checkpoints" / stage / "last.ckpt" for stage in ("diffusion", "autoencoder")]
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
+            raise FileNotFoundError(
+                f"resume=true found no last.ckpt under {run_dir / 'checkpoints'}; pass hydra.run.dir=<the run to "
+                "resume> or ckpt_path=PATH"
+            )
+    else:
+        return None, None
+    stage = checkpoint_stage(read_checkpoint(path))
+    if stage not in ("autoencoder", "diffusion"):
+        raise ValueError(f"ckpt_path={str(path)!r} is not a tinyldm training checkpoint (no stage stamp)")
+    if stage == "diffusion" and cfg.stage == "autoencoder":
+        raise ValueError(f"ckpt_path={str(path)!r} is a diffusion checkpoint but stage=autoencoder")
+    log.info("Resuming the %s stage from %s", stage, path)
+    return path, stage
 
 
 def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
