@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from tinyldm.tasks import train
+from tinyldm.utils.distributed import rewrite_child_argv
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -13,4 +14,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    rewrite_child_argv()  # DDP ranks > 0 run their parent's single job, never a new sweep
     main()

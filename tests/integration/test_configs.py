@@ -64,3 +64,32 @@ def test_hydra_run_dirs_never_collide(compose):
     assert "%f" in OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
     sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
     assert sweep["subdir"] == "${hydra.job.num}" and "%f" in sweep["dir"]
+
+
+def test_slurm_launcher_composes(compose):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4
+    assert cfg.trainer.strategy == "ddp"
+
+
+def test_optuna_search_composes(compose):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=["hparams_search=mnist_optuna", "+experiment=mnist_cond"],
+                            return_hydra_config=True)
+    assert cfg.optimized_metric == "eval/fid"
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert set(cfg.hydra.sweeper.params) == {"diffusion.optimizer.lr", "unet.transformer_depth",
+                                             "conditioner.tokens_per_class", "conditioner.p_uncond"}

@@ -32,3 +32,20 @@ def log_image_grid(trainer: Trainer, key: str, grid: np.ndarray, png_dir: str | 
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, grid, global_step=trainer.global_step, dataformats="HWC")
     return path
+
+
+def log_histogram(trainer: Trainer, key: str, counts: np.ndarray) -> None:
+    """Log a per-bin count vector (e.g. VQ code usage) as a histogram on W&B / TensorBoard."""
+    if not trainer.is_global_zero:
+        return
+    counts = np.asarray(counts, dtype=np.float64)
+    edges = np.arange(len(counts) + 1, dtype=np.float64)
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            logger.experiment.log({key: wandb.Histogram(np_histogram=(counts, edges)), "trainer/global_step": trainer.global_step})
+        elif isinstance(logger, TensorBoardLogger):
+            values = np.repeat(np.arange(len(counts)), counts.astype(np.int64))
+            if len(values):
+                logger.experiment.add_histogram(key, values, global_step=trainer.global_step)

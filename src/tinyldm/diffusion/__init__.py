@@ -5,13 +5,8 @@ Nothing here holds learned weights; the denoiser (``tinyldm.unet``) is passed in
 
 from tinyldm.diffusion.guidance import Denoiser, guided_prediction, validate_guidance_scale
 from tinyldm.diffusion.sampling import DiffusionSampler
-from tinyldm.diffusion.schedulers import (
-    PREDICTION_TYPES,
-    SCHEDULERS,
-    DDIMScheduler,
-    DDPMScheduler,
-    SchedulerOutput,
-)
+from tinyldm.diffusion.scheduler_base import PREDICTION_TYPES, SchedulerOutput
+from tinyldm.diffusion.schedulers import SCHEDULERS, DDIMScheduler, DDPMScheduler
 from tinyldm.diffusion.schedules import BETA_SCHEDULES, make_betas
 
 __all__ = [

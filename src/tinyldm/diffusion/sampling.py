@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from tinyldm.diffusion.guidance import Denoiser, guided_prediction, validate_guidance_scale
-from tinyldm.diffusion.schedulers import SCHEDULERS, _NoiseScheduler
+from tinyldm.diffusion.scheduler_base import _NoiseScheduler
+from tinyldm.diffusion.schedulers import SCHEDULERS
 
 
 class DiffusionSampler:

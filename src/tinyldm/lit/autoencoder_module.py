@@ -18,7 +18,7 @@ from tinyldm.utils.instantiate import build
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from tinyldm.autoencoders.base import Autoencoder
-from tinyldm.callbacks.image_logging import log_image_grid
+from tinyldm.callbacks.image_logging import log_histogram, log_image_grid
 from tinyldm.lit.optim import build_optimizers
 from tinyldm.utils.checkpoints import stamp
 from tinyldm.utils.images import crop, grid_uint8, to_unit
@@ -104,6 +104,8 @@ class AutoencoderModule(L.LightningModule):
             usage, perplexity = codebook_statistics(counts)
             self.log("ae/val/codebook_usage", usage, sync_dist=False)
             self.log("ae/val/perplexity", perplexity, sync_dist=False)
+            if not self.trainer.sanity_checking:
+                log_histogram(self.trainer, "ae/val/codebook_usage_histogram", counts.cpu().numpy())
         if self._grid_batch is not None and not self.trainer.sanity_checking:
             n = self._grid_batch.shape[0] // 2
             # top rows: inputs, bottom rows: reconstructions

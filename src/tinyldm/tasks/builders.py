@@ -23,8 +23,9 @@ class RunLoggers:
     (metric names carry the stage: ``ae/...``, ``ldm/...``).
     """
 
-    def __init__(self, logger_cfg: DictConfig | None) -> None:
+    def __init__(self, logger_cfg: DictConfig | None, run_config: dict[str, Any] | None = None) -> None:
         self.cfg = logger_cfg or {}
+        self.run_config = run_config or {}
         self._shared: dict[str, Logger] = {}
 
     def for_stage(self, stage: str) -> list[Logger]:
@@ -37,10 +38,12 @@ class RunLoggers:
                 continue
             target = str(spec._target_)
             if target.endswith(("CSVLogger", "TensorBoardLogger")):
-                loggers.append(build(spec, version=stage))
+                logger = build(spec, version=stage)
             else:
-                self._shared[key] = build(spec)
-                loggers.append(self._shared[key])
+                logger = self._shared[key] = build(spec)
+            if self.run_config:  # the whole resolved config becomes the run's config (W&B: run config)
+                logger.log_hyperparams(self.run_config)
+            loggers.append(logger)
         return loggers
 
     def finish(self) -> None:
@@ -67,6 +70,14 @@ def build_callbacks(callbacks_cfg: DictConfig | None, checkpoint_dir: Path, has_
             callback.dirpath = str(checkpoint_dir)
         callbacks.append(callback)
     return callbacks
+
+
+def log_batch_sizes(trainer: L.Trainer, prefix: str, per_device: int, num_parameters: int) -> None:
+    """Record per-device and effective (x world size) batch size and the trained parameter count."""
+    values = {f"{prefix}/batch_size_per_device": per_device, f"{prefix}/effective_batch_size": per_device * trainer.world_size,
+              f"{prefix}/world_size": trainer.world_size, f"{prefix}/num_parameters": num_parameters}
+    for logger in trainer.loggers:
+        logger.log_hyperparams(values)
 
 
 def build_trainer(cfg: DictConfig, stage: str, run_dir: Path, loggers: RunLoggers, **overrides: Any) -> L.Trainer:

@@ -7,7 +7,6 @@ so the sweep summary callback can collect a multirun into one CSV and plot.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np

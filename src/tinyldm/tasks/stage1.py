@@ -15,7 +15,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.lit.autoencoder_module import STAGE, AutoencoderModule, compute_scale_factor
-from tinyldm.tasks.builders import RunLoggers, build_trainer
+from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes
 from tinyldm.utils.checkpoints import require_stage
 from tinyldm.utils.run_files import stage1_cache_key, update_metrics_file
 
@@ -50,6 +50,7 @@ def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDat
         datamodule.batch_size = int(training.batch_size)
     max_epochs = int(training.max_epochs)
     trainer = build_trainer(cfg, STAGE, run_dir, loggers, max_epochs=max(max_epochs, 1))
+    log_batch_sizes(trainer, "ae", int(datamodule.batch_size), sum(p.numel() for p in module.autoencoder.parameters()))
     start = time.perf_counter()
     if module.autoencoder.is_trainable and max_epochs > 0:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)

@@ -12,10 +12,11 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import STAGE, LatentDiffusionModule
 from tinyldm.lit.latent_cache import LatentDataModule
-from tinyldm.tasks.builders import RunLoggers, build_trainer
+from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes
 from tinyldm.tasks.stage1 import StageResult, _stage_metrics
 from tinyldm.tasks.validation import check_stage2_parts
 from tinyldm.utils.checkpoints import require_stage
+from tinyldm.callbacks.image_logging import log_image_grid
 from tinyldm.utils.images import save_png
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
     module = build_diffusion_module(cfg, autoencoder_ckpt, datamodule, run_dir)
     latents = LatentDataModule(datamodule, module.autoencoder, batch_size=int(cfg.diffusion.batch_size), seed=int(cfg.seed))
     trainer = build_trainer(cfg, STAGE, run_dir, loggers, max_epochs=int(cfg.diffusion.max_epochs))
+    log_batch_sizes(trainer, "ldm", int(cfg.diffusion.batch_size), sum(p.numel() for p in module.denoiser.parameters()))
     start = time.perf_counter()
     trainer.fit(module, datamodule=latents, ckpt_path=str(ckpt_path) if ckpt_path else None)
     fit_seconds = time.perf_counter() - start
@@ -76,6 +78,9 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
         path = save_png(grid, run_dir / "samples.png")
         metrics["ldm/final_grid_seconds"] = time.perf_counter() - start
         log.info("Final sample grid (rows = classes, guidance %g): %s", scale, path)
+        strip = log_image_grid(trainer, "ldm/samples/trajectory", module.trajectory_strip(seed=int(cfg.seed)), run_dir / "images",
+                               "predicted x0 at t = 999, 750, 500, 250, 100, 0 and the final sample")
+        log.info("Denoising trajectory strip: %s", strip)
         if cfg.evaluation.enabled:
             metrics.update(evaluate_model(module, datamodule, cfg))
             for logger in trainer.loggers:

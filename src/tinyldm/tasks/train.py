@@ -20,6 +20,7 @@ from tinyldm.tasks.builders import RunLoggers
 from tinyldm.tasks.stage1 import autoencoder_for_run, cached_autoencoder_path, store_in_cache, train_autoencoder
 from tinyldm.tasks.stage2 import train_diffusion
 from tinyldm.tasks.validation import check_stage, check_stage2_parts
+from tinyldm.utils.distributed import is_ddp_child, remember_job
 from tinyldm.utils.checkpoints import checkpoint_stage, read_checkpoint
 from tinyldm.utils.run_files import update_metrics_file
 
@@ -42,6 +43,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(int(cfg.seed), workers=True)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if HydraConfig.initialized() and not is_ddp_child():
+        remember_job(HydraConfig.get().overrides.task, run_dir)
 
     datamodule = build(cfg.dataset)
     if cfg.stage in ("diffusion", "all"):  # stage-2 config errors must surface before stage 1 trains
@@ -49,7 +52,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
 
     resume_from, resume_stage = find_resume_checkpoint(cfg, run_dir)
-    loggers = RunLoggers(cfg.get("logger"))
+    loggers = RunLoggers(cfg.get("logger"), run_config=OmegaConf.to_container(cfg, resolve=True))
     metrics: dict[str, Any] = {"stage": cfg.stage, "model": cfg.model.name, "dataset": cfg.dataset.name}
     try:
         autoencoder_ckpt, reused = None, True
