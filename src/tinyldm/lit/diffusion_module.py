@@ -114,16 +114,11 @@ class LatentDiffusionModule(L.LightningModule):
         target = self.noise_scheduler.training_target(latents, noise, timesteps)
         return F.mse_loss(prediction.float(), target.float())
 
-    def on_train_epoch_start(self) -> None:
-        """Re-seed the noise/timestep/label-drop RNG from (seed, epoch, rank).
-
-        Lightning does not checkpoint the global RNG, so without this a run resumed at an epoch
-        boundary would draw different noise than the uninterrupted run.
-        """
-        torch.manual_seed(int(self.hparams.seed) * 100_003 + 1_009 * self.current_epoch + self.global_rank)
-
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         latents, labels = batch  # (B, C, h, w) scaled latents, (B,)
+        # Noise, timesteps and label dropping are a pure function of (seed, step, rank): Lightning does
+        # not checkpoint the global RNG, and this makes a resumed run bit-identical to an uninterrupted one.
+        torch.manual_seed(int(self.hparams.seed) * 1_000_003 + self.global_step * max(self.trainer.world_size, 1) + self.global_rank)
         loss = self.diffusion_loss(self.denoiser, latents, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(
