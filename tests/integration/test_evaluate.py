@@ -47,7 +47,7 @@ def test_evaluate_samples_file_reuses_cached_classifier(workspace, tmp_path):
 def test_guidance_sweep_writes_csv_and_plot(workspace, tmp_path):
     sweep_dir = tmp_path / "sweep"
     command = ["-m", f"ckpt={workspace['ckpt']}", "sampler.guidance_scale=1,3", "sampler.steps=3", "evaluation.n_per_class=5",
-               "evaluation.classifier_epochs=1", f"hydra.sweep.dir={sweep_dir}", *path_overrides(workspace["tmp"])]
+               "evaluation.classifier_epochs=1", "logger=wandb", f"hydra.sweep.dir={sweep_dir}", *path_overrides(workspace["tmp"])]
     run_script("evaluate.py", command, tmp_path / "unused")
     with (sweep_dir / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -55,6 +55,10 @@ def test_guidance_sweep_writes_csv_and_plot(workspace, tmp_path):
     assert sorted(float(r["guidance_scale"]) for r in rows) == [1.0, 3.0]
     assert all(r["status"] == "ok" and float(r["eval/fid"]) > 0 for r in rows)
     assert (sweep_dir / "summary.png").is_file()
+    # every point is its own (offline) W&B run, and the whole sweep lands in W&B as a table
+    assert all(list((sweep_dir / str(job) / "wandb").glob("offline-run-*")) for job in (0, 1))
+    summary_runs = list((sweep_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(summary_runs) == 1 and b"sweep/summary" in summary_runs[0].read_bytes()
 
 
 @pytest.mark.parametrize("make,match", [

@@ -66,6 +66,29 @@ class SweepSummary(Callback):
             plot = plot_fid_vs_accuracy(rows, path.with_suffix(".png"))
             if plot is not None:
                 log.info("Sweep plot (FID vs conditional accuracy): %s", plot)
+            if "wandb" in (config.get("logger") or {}):
+                log_wandb_table(rows, plot, config, sweep_dir)
+
+
+def log_wandb_table(rows: list[dict[str, Any]], plot: Path | None, config: DictConfig, sweep_dir: Path) -> None:
+    """One extra W&B run for the sweep as a whole: the summary as a table (+ the plot)."""
+    import wandb
+
+    from tinyldm.utils.loggers import resolve_wandb_mode
+
+    spec = config.logger.wandb
+    columns = [c for c in dict.fromkeys(k for row in rows for k in row) if not c.startswith("dir")]
+    table = wandb.Table(columns=columns, data=[[row.get(c) if not isinstance(row.get(c), (list, dict)) else str(row.get(c))
+                                               for c in columns] for row in rows])
+    run = wandb.init(project=spec.get("project"), entity=spec.get("entity"), group=spec.get("group") or sweep_dir.name,
+                     name=f"sweep-summary-{sweep_dir.name}", dir=str(sweep_dir), mode=resolve_wandb_mode(spec.get("mode", "auto")),
+                     job_type="sweep_summary", reinit="finish_previous")
+    payload: dict[str, Any] = {"sweep/summary": table}
+    if plot is not None:
+        payload["sweep/fid_vs_accuracy"] = wandb.Image(str(plot))
+    run.log(payload)
+    run.finish()
+    log.info("Logged the sweep table to W&B (%s mode)", run.settings.mode)
 
 
 def plot_fid_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
