@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 from tests.conftest import path_overrides, read_metrics, run_script
 
 
-@pytest.mark.slow
 def test_ddp_cpu_two_processes_write_one_run(tmp_path):
     run_dir = tmp_path / "run"
     run_script("train.py", ["model=ae", "debug=smoke", "trainer=ddp_cpu", "logger=csv", "evaluation.enabled=false",
