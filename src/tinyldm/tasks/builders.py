@@ -46,12 +46,13 @@ class RunLoggers:
             loggers.append(logger)
         return loggers
 
-    def finish(self) -> None:
+    def finish(self, status: str = "success") -> None:
+        """Close shared loggers; a crashed job marks its own run failed and leaves the others alone."""
         for logger in self._shared.values():
-            logger.finalize("success")
+            logger.finalize(status)
             experiment = getattr(logger, "_experiment", None)
             if experiment is not None and hasattr(experiment, "finish"):
-                experiment.finish()
+                experiment.finish(exit_code=0 if status == "success" else 1)
 
 
 def build_callbacks(callbacks_cfg: DictConfig | None, checkpoint_dir: Path, has_logger: bool = True) -> list[Callback]:

@@ -79,8 +79,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             metrics["diffusion_ckpt"] = str(result.checkpoint)
         if resume_from is not None:
             metrics["resumed_from"] = str(resume_from)
-    finally:
-        loggers.finish()
+    except BaseException:
+        loggers.finish("failed")
+        raise
+    loggers.finish()
 
     datamodule.setup("fit")
     metrics["dataset_source"] = datamodule.source_used

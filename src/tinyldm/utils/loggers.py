@@ -41,6 +41,18 @@ def resolve_wandb_mode(mode: str) -> str:
     return mode
 
 
+def _sweep_name() -> str | None:
+    """Name of the Hydra sweep this job belongs to (None outside a multirun)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        config = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None
+    return Path(config.sweep.dir).name if config.mode == RunMode.MULTIRUN else None
+
+
 def wandb_logger(mode: str = "auto", save_dir: str = ".", **kwargs: Any) -> WandbLogger:
     """Build a :class:`WandbLogger` whose mode never triggers a login prompt."""
     resolved = resolve_wandb_mode(mode)
@@ -49,6 +61,8 @@ def wandb_logger(mode: str = "auto", save_dir: str = ".", **kwargs: Any) -> Wand
                  "upload later with `wandb sync %s/wandb/offline-run-*`", save_dir, save_dir)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if "group" not in kwargs and (sweep := _sweep_name()) is not None:
+        kwargs["group"] = sweep  # every job of a multirun lands in one W&B group
     if "tags" in kwargs:
         kwargs["tags"] = list(kwargs["tags"])
     return WandbLogger(save_dir=save_dir, mode=resolved, **kwargs)
