@@ -11,7 +11,14 @@ from tinyldm.autoencoders.blocks import Decoder, Encoder
 
 
 class ConvAutoencoder(Autoencoder):
-    """Encoder -> latent grid -> Decoder with no regularisation of the latent."""
+    """Encoder -> latent grid -> Decoder with no regularisation of the latent.
+
+    Also the base of the VAE and VQ-VAE, which share its conv stacks and differ only in what
+    happens between encoder and decoder.
+    """
+
+    #: encoder output channels per latent channel (the VAE predicts mean and log-variance: 2)
+    encoder_channel_factor = 1
 
     def __init__(
         self,
@@ -24,7 +31,7 @@ class ConvAutoencoder(Autoencoder):
         super().__init__()
         self.latent_channels = latent_channels
         self.downsample_factor = 2 ** (len(channels) - 1)
-        self.encoder = Encoder(in_channels, latent_channels, channels, num_res_blocks, norm_groups)
+        self.encoder = Encoder(in_channels, self.encoder_channel_factor * latent_channels, channels, num_res_blocks, norm_groups)
         self.decoder = Decoder(latent_channels, in_channels, channels, num_res_blocks, norm_groups)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

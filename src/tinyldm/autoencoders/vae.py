@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from tinyldm.autoencoders.base import Autoencoder, AutoencoderOutput
-from tinyldm.autoencoders.blocks import Decoder, Encoder
+from tinyldm.autoencoders.ae import ConvAutoencoder
+from tinyldm.autoencoders.base import AutoencoderOutput
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -20,12 +20,14 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return kl.flatten(1).sum(dim=1).mean()
 
 
-class VariationalAutoencoder(Autoencoder):
+class VariationalAutoencoder(ConvAutoencoder):
     """Diagonal-Gaussian posterior q(z|x) with the reparameterisation trick.
 
     ``encode`` returns the posterior *mean*: stage 2 caches deterministic latents, and the mean is
     what the decoder saw most often during training.
     """
+
+    encoder_channel_factor = 2  # the encoder predicts mean and log-variance
 
     def __init__(
         self,
@@ -36,15 +38,10 @@ class VariationalAutoencoder(Autoencoder):
         norm_groups: int = 8,
         kl_weight: float = 1e-6,
     ) -> None:
-        super().__init__()
         if kl_weight < 0:
             raise ValueError(f"kl_weight={kl_weight} must be >= 0")
-        self.latent_channels = latent_channels
-        self.downsample_factor = 2 ** (len(channels) - 1)
+        super().__init__(in_channels, latent_channels, channels, num_res_blocks, norm_groups)
         self.kl_weight = kl_weight
-        # the encoder predicts mean and log-variance: twice the latent channels
-        self.encoder = Encoder(in_channels, 2 * latent_channels, channels, num_res_blocks, norm_groups)
-        self.decoder = Decoder(latent_channels, in_channels, channels, num_res_blocks, norm_groups)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, H, W) -> mean, logvar, each (B, C, H/f, W/f)."""
@@ -53,9 +50,6 @@ class VariationalAutoencoder(Autoencoder):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.posterior(x)[0]
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> AutoencoderOutput:
         mean, logvar = self.posterior(x)

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 import torch
 
-from tinyldm.autoencoders.base import Autoencoder, AutoencoderOutput
-from tinyldm.autoencoders.blocks import Decoder, Encoder
+from tinyldm.autoencoders.ae import ConvAutoencoder
+from tinyldm.autoencoders.base import AutoencoderOutput
 from tinyldm.autoencoders.quantizer import VectorQuantizer
 
 
-class VQVAE(Autoencoder):
+class VQVAE(ConvAutoencoder):
     def __init__(
         self,
         in_channels: int = 1,
@@ -31,17 +31,10 @@ class VQVAE(Autoencoder):
         decay: float = 0.99,
         dead_code_threshold: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.latent_channels = latent_channels
-        self.downsample_factor = 2 ** (len(channels) - 1)
-        self.encoder = Encoder(in_channels, latent_channels, channels, num_res_blocks, norm_groups)
+        super().__init__(in_channels, latent_channels, channels, num_res_blocks, norm_groups)
         self.quantizer = VectorQuantizer(
             num_embeddings, latent_channels, beta=beta, decay=decay, dead_code_threshold=dead_code_threshold
         )
-        self.decoder = Decoder(latent_channels, in_channels, channels, num_res_blocks, norm_groups)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)  # pre-quantisation latent, (B, C, h, w)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.quantizer.quantize(z))  # quantisation absorbed into decoding

@@ -30,6 +30,7 @@ from tinyldm.data.sources import (
     class_names_for,
     load_arrays,
 )
+from tinyldm.utils.images import to_uint8 as images_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,4 @@ class DigitsDataModule(L.LightningDataModule):
         size = x.shape[-1]
         if size < _RAW_SIZE or (size - _RAW_SIZE) % 2:
             raise ValueError(f"image side {size} cannot be cropped symmetrically to {_RAW_SIZE}")
-        pad = (size - _RAW_SIZE) // 2
-        x = x[:, pad : pad + _RAW_SIZE, pad : pad + _RAW_SIZE]  # (N, 28, 28)
-        x = (x.clamp(-1.0, 1.0) + 1.0) * 127.5
-        return x.round().to(torch.uint8).numpy()
+        return images_to_uint8(x[:, None], pad=(size - _RAW_SIZE) // 2)  # (N, 28, 28)
