@@ -32,3 +32,26 @@ def test_wandb_mode_auto_is_offline_without_credentials(monkeypatch, tmp_path):
     assert resolve_wandb_mode("auto") == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_wandb_mode("auto") == "disabled"
+
+
+def test_resumed_run_continues_its_wandb_run_and_keeps_csv_history(tmp_path):
+    """resume=true logs to the same W&B run id and leaves the interrupted run's CSV history in place."""
+    import torch
+
+    run_dir = tmp_path / "run"
+    common = ["stage=autoencoder", "model=ae", "debug=smoke", "model.training.max_epochs=2", "logger=[csv,wandb]",
+              *path_overrides(tmp_path)]
+    run_script("train.py", [*common, "+callbacks.stop._target_=tests.helpers.callbacks.StopAfterEpochs",
+                            "+callbacks.stop.epochs=1"], run_dir)
+    last = run_dir / "checkpoints" / "autoencoder" / "last.ckpt"
+    run_id = torch.load(last, map_location="cpu", weights_only=False)["tinyldm"]["wandb_run_id"]
+    first_csv = (run_dir / "csv" / "autoencoder" / "metrics.csv").read_text()
+
+    run_script("train.py", [*common, "resume=true"], run_dir)
+    offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 2, offline_runs
+    assert all(path.name.endswith(f"-{run_id}") for path in offline_runs), (run_id, offline_runs)
+    assert (run_dir / "csv" / "autoencoder" / "metrics.csv").read_text() == first_csv
+    resumed_csv = (run_dir / "csv" / "autoencoder-resumed-1" / "metrics.csv").read_text()
+    assert "ae/val/psnr" in resumed_csv
+    assert read_metrics(run_dir)["resumed_from"] == str(last)

@@ -117,7 +117,7 @@ class AutoencoderModule(L.LightningModule):
         return build_optimizers(self.autoencoder.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler, total_steps)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stamp(checkpoint, STAGE)
+        stamp(checkpoint, STAGE, self.loggers)
 
 
 def codebook_statistics(counts: torch.Tensor) -> tuple[float, float]:

@@ -88,7 +88,7 @@ class LatentDiffusionModule(L.LightningModule):
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stamp(checkpoint, STAGE)
+        stamp(checkpoint, STAGE, self.loggers)
 
     @property
     def num_classes(self) -> int:

@@ -20,12 +20,15 @@ class RunLoggers:
 
     File loggers (CSV, TensorBoard) get one sub-folder per stage so stage 2 does not overwrite
     stage 1's files; a W&B run is created once and shared, so both stages land on one dashboard
-    (metric names carry the stage: ``ae/...``, ``ldm/...``).
+    (metric names carry the stage: ``ae/...``, ``ldm/...``). A resumed run passes the W&B run id
+    stored in its checkpoint, so it continues that W&B run rather than starting a new one.
     """
 
-    def __init__(self, logger_cfg: DictConfig | None, run_config: dict[str, Any] | None = None) -> None:
+    def __init__(self, logger_cfg: DictConfig | None, run_config: dict[str, Any] | None = None,
+                 wandb_run_id: str | None = None) -> None:
         self.cfg = logger_cfg or {}
         self.run_config = run_config or {}
+        self.wandb_run_id = wandb_run_id
         self._shared: dict[str, Logger] = {}
 
     def for_stage(self, stage: str) -> list[Logger]:
@@ -38,7 +41,9 @@ class RunLoggers:
                 continue
             target = str(spec._target_)
             if target.endswith(("CSVLogger", "TensorBoardLogger")):
-                logger = build(spec, version=stage)
+                logger = build(spec, version=free_version(Path(spec.save_dir) / str(spec.get("name", "")), stage))
+            elif target.endswith(("wandb_logger", "WandbLogger")) and self.wandb_run_id:
+                logger = self._shared[key] = build(spec, id=self.wandb_run_id, resume="allow")
             else:
                 logger = self._shared[key] = build(spec)
             if self.run_config:  # the whole resolved config becomes the run's config (W&B: run config)
@@ -53,6 +58,19 @@ class RunLoggers:
             experiment = getattr(logger, "_experiment", None)
             if experiment is not None and hasattr(experiment, "finish"):
                 experiment.finish(exit_code=0 if status == "success" else 1)
+
+
+def free_version(logger_dir: Path, stage: str) -> str:
+    """``stage``, or ``stage-resumed-N`` when a resumed run finds that stage's logs already there.
+
+    Lightning's CSVLogger deletes an existing ``metrics.csv`` in its version folder, which would
+    throw away the history of the run being resumed.
+    """
+    version, n = stage, 0
+    while (logger_dir / version).exists() and any((logger_dir / version).iterdir()):
+        n += 1
+        version = f"{stage}-resumed-{n}"
+    return version
 
 
 def build_callbacks(callbacks_cfg: DictConfig | None, checkpoint_dir: Path, has_logger: bool = True) -> list[Callback]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -21,7 +21,7 @@ from tinyldm.tasks.stage1 import autoencoder_for_run, cached_autoencoder_path, s
 from tinyldm.tasks.stage2 import train_diffusion
 from tinyldm.tasks.validation import check_stage, check_stage2_parts
 from tinyldm.utils.distributed import is_ddp_child, remember_job
-from tinyldm.utils.checkpoints import checkpoint_stage, read_checkpoint
+from tinyldm.utils.checkpoints import checkpoint_stage, read_checkpoint, wandb_run_id
 from tinyldm.utils.run_files import update_metrics_file
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         latent_shape = build(cfg.model.net).latent_shape(datamodule.image_shape)
         check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
 
-    resume_from, resume_stage = find_resume_checkpoint(cfg, run_dir)
-    loggers = RunLoggers(cfg.get("logger"), run_config=OmegaConf.to_container(cfg, resolve=True))
+    resume = find_resume_checkpoint(cfg, run_dir)
+    resume_from, resume_stage = (resume.path, resume.stage) if resume else (None, None)
+    loggers = RunLoggers(cfg.get("logger"), run_config=OmegaConf.to_container(cfg, resolve=True),
+                         wandb_run_id=resume.wandb_run_id if resume else None)
     metrics: dict[str, Any] = {"stage": cfg.stage, "model": cfg.model.name, "dataset": cfg.dataset.name}
     try:
         autoencoder_ckpt, reused = None, True
@@ -95,8 +97,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, str | None]:
-    """The checkpoint to resume from (``ckpt_path=PATH`` or ``resume=true``) and the stage that wrote it."""
+class ResumePoint(NamedTuple):
+    path: Path
+    stage: str  # the stage that wrote the checkpoint: autoencoder | diffusion
+    wandb_run_id: str | None  # the W&B run to continue (None if the run had no W&B logger)
+
+
+def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> ResumePoint | None:
+    """The checkpoint to resume from (``ckpt_path=PATH`` or ``resume=true``), None for a fresh run."""
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
     elif cfg.get("resume"):
@@ -108,14 +116,15 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path | None,
                 "resume> or ckpt_path=PATH"
             )
     else:
-        return None, None
-    stage = checkpoint_stage(read_checkpoint(path))
+        return None
+    checkpoint = read_checkpoint(path)
+    stage = checkpoint_stage(checkpoint)
     if stage not in ("autoencoder", "diffusion"):
         raise ValueError(f"ckpt_path={str(path)!r} is not a tinyldm training checkpoint (no stage stamp)")
     if stage == "diffusion" and cfg.stage == "autoencoder":
         raise ValueError(f"ckpt_path={str(path)!r} is a diffusion checkpoint but stage=autoencoder")
     log.info("Resuming the %s stage from %s", stage, path)
-    return path, stage
+    return ResumePoint(path, stage, wandb_run_id(checkpoint))
 
 
 def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:

@@ -7,10 +7,12 @@ expected is refused with a message instead of failing deep inside ``load_state_d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.loggers import WandbLogger
 
 STAGES = ("autoencoder", "diffusion")
 
@@ -50,8 +52,20 @@ def require_stage(path: str | Path, expected: str) -> dict[str, Any]:
     return checkpoint
 
 
-def stamp(checkpoint: dict[str, Any], stage: str) -> None:
-    """Mark a checkpoint dict as written by ``stage`` (called from ``on_save_checkpoint``)."""
+def stamp(checkpoint: dict[str, Any], stage: str, loggers: Sequence[Any] = ()) -> None:
+    """Mark a checkpoint dict as written by ``stage`` (called from ``on_save_checkpoint``).
+
+    The W&B run id is stored too, so that resuming from this checkpoint continues the same W&B
+    run instead of starting a new one.
+    """
     from tinyldm import __version__
 
     checkpoint["tinyldm"] = {"stage": stage, "version": __version__}
+    wandb_ids = [logger.version for logger in loggers if isinstance(logger, WandbLogger) and logger.version]
+    if wandb_ids:
+        checkpoint["tinyldm"]["wandb_run_id"] = str(wandb_ids[0])
+
+
+def wandb_run_id(checkpoint: dict[str, Any]) -> str | None:
+    """The W&B run a checkpoint was logged to (None when it was written without W&B)."""
+    return (checkpoint.get("tinyldm") or {}).get("wandb_run_id")
