@@ -6,3 +6,7 @@ DDPM on those latents. ``tinyldm.tasks`` holds the Hydra-driven entry points.
 """
 
 __version__ = "0.1.0"
+
+from tinyldm.utils.resolvers import register_resolvers
+
+register_resolvers()

@@ -55,3 +55,33 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path):
     assert a.shape == (3, 1, 32, 32)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def test_multirun_with_default_paths_reuses_stage1_and_writes_summary(tmp_path):
+    """The README's sweep form, launched from a fresh directory with no path overrides.
+
+    Every path derives from the launch directory, so this also checks that the sweeper can resolve
+    ``hydra.sweep.dir`` before any job exists.
+    """
+    import csv
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, subprocess_env
+
+    command = [sys.executable, str(REPO / "train.py"), "-m", "model=ae,vae", "unet.transformer_depth=0,1",
+               "+experiment=mnist_cond", "debug=smoke", "evaluation.enabled=false", "diffusion.grid.every_n_epochs=0"]
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+
+    (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    with (sweep_dir / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["override:model"], r["override:unet.transformer_depth"]) for r in rows] == [
+        ("ae", "0"), ("ae", "1"), ("vae", "0"), ("vae", "1")]
+    assert all(r["status"] == "ok" and float(r["ldm/val/loss"]) > 0 for r in rows)
+    # each autoencoder type is trained once; the second depth reuses it from the shared cache
+    assert [r["autoencoder_reused"] for r in rows] == ["False", "True", "False", "True"]
+    assert len(list((tmp_path / ".cache" / "tinyldm" / "autoencoders").iterdir())) == 2
+    for job in range(4):
+        assert (sweep_dir / str(job) / "checkpoints" / "diffusion.ckpt").is_file()
