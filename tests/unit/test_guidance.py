@@ -217,7 +217,7 @@ def test_sampler_accepts_a_scheduler_instance_and_checks_shape():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"kind": "euler"}, r"kind must be one of ddpm, ddim; got 'euler'"),
+        ({"kind": "euler"}, r"kind must be one of ddpm, ddim, dpmpp_2m; got 'euler'"),
         ({"steps": 0}, r"steps.*got 0"),
         ({"steps": 2.5}, r"steps.*got 2.5"),
         ({"eta": -0.5}, r"eta.*got -0.5"),

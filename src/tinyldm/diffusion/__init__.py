@@ -3,6 +3,7 @@
 Nothing here holds learned weights; the denoiser (``tinyldm.unet``) is passed in as a callable.
 """
 
+from tinyldm.diffusion.dpm_solver import DPMSolverMultistepScheduler
 from tinyldm.diffusion.guidance import Denoiser, guided_prediction, validate_guidance_scale
 from tinyldm.diffusion.sampling import DiffusionSampler
 from tinyldm.diffusion.scheduler_base import PREDICTION_TYPES, SchedulerOutput
@@ -15,6 +16,7 @@ __all__ = [
     "SCHEDULERS",
     "DDIMScheduler",
     "DDPMScheduler",
+    "DPMSolverMultistepScheduler",
     "Denoiser",
     "DiffusionSampler",
     "SchedulerOutput",

@@ -22,15 +22,15 @@ from tinyldm.diffusion.schedulers import SCHEDULERS
 
 
 class DiffusionSampler:
-    """Config-driven sampler: ``DDPM``/``DDIM`` steps with classifier-free guidance.
+    """Config-driven sampler: DDPM, DDIM or DPM-Solver++(2M) steps with classifier-free guidance.
 
     Args:
         kind: scheduler name in :data:`~tinyldm.diffusion.schedulers.SCHEDULERS`
-            (``"ddpm"`` or ``"ddim"``).
+            (``"ddpm"``, ``"ddim"`` or ``"dpmpp_2m"``, DPM-Solver++(2M) for 10-25 steps).
         steps: number of inference steps (>= 1 and <= the scheduler's
             ``num_train_timesteps``, checked in :meth:`sample`). ``None`` means all
             ``T`` training steps (the classic 1000-step DDPM).
-        eta: DDIM stochasticity (0 = deterministic). Must be >= 0; DDPM ignores it
+        eta: DDIM stochasticity (0 = deterministic). Must be >= 0; DDPM and DPM-Solver++ ignore it
             because ancestral sampling always adds its posterior noise.
         guidance_scale: default classifier-free guidance scale ``s`` (``1`` = plain
             conditional, ``0`` = unconditional, ``> 1`` = stronger conditioning).

@@ -1,4 +1,4 @@
-"""The two concrete schedulers (DDPM ancestral, DDIM) and the registry samplers pick from.
+"""The DDPM (ancestral) and DDIM schedulers, and the registry samplers pick from.
 
 The shared forward process, inference grid and config handling live in
 :mod:`tinyldm.diffusion.scheduler_base`.
@@ -12,7 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tinyldm.diffusion.dpm_solver import DPMSolverMultistepScheduler
 from tinyldm.diffusion.scheduler_base import SchedulerOutput, _NoiseScheduler, _is_number, _randn
+
 
 class DDPMScheduler(_NoiseScheduler):
     """Ancestral DDPM sampling (Ho et al., 2020) with the "fixed_small" posterior variance.
@@ -161,4 +163,8 @@ def _check_eta(eta: Any) -> float:
     return float(eta)
 
 
-SCHEDULERS: dict[str, type[_NoiseScheduler]] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+SCHEDULERS: dict[str, type[_NoiseScheduler]] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpmpp_2m": DPMSolverMultistepScheduler,
+}
