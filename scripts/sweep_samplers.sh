@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sampler x steps sweep on a frozen stage-2 checkpoint: DDIM vs DPM-Solver++(2M) at 10, 20, 50 steps.
+#   scripts/sweep_samplers.sh outputs/train/runs/<run>/checkpoints/diffusion.ckpt [dataset=mnist] [sampler.guidance_scale=3]
+# Writes summary.csv and summary.png (FID vs conditional accuracy) in the sweep directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ckpt="${1:?usage: $0 PATH/TO/diffusion.ckpt [extra overrides]}"
+shift
+python evaluate.py -m ckpt="$ckpt" sampler=ddim,dpmpp_2m sampler.steps=10,20,50 "$@"
