@@ -74,3 +74,13 @@ def test_missing_local_files_with_torchvision_source(compose, tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="dataset.root|mnist_5k"):
         _run(compose, ["dataset=mnist", "dataset.source=torchvision", "stage=autoencoder"])
     assert Path(tmp_path).exists()
+
+
+@pytest.mark.parametrize(("depth", "warned"), [(0, True), (1, False)])
+def test_class_conditioning_without_cross_attention_warns(compose, caplog, depth, warned):
+    from tinyldm.tasks.validation import check_stage2_parts
+
+    cfg = compose(["debug=smoke", "conditioner=class", f"unet.transformer_depth={depth}"])
+    with caplog.at_level("WARNING", logger="tinyldm.tasks.validation"):
+        check_stage2_parts(cfg, (4, 8, 8), num_classes=10)
+    assert ("no cross-attention" in caplog.text) is warned

@@ -7,6 +7,7 @@ errors immediately.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.utils.checkpoints import require_stage
 
+log = logging.getLogger(__name__)
 STAGE_CHOICES = ("autoencoder", "diffusion", "all")
 
 
@@ -51,11 +53,15 @@ def unet_config_for(unet_cfg: DictConfig, latent_shape: Sequence[int]) -> dict:
 def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes: int) -> dict:
     """Instantiate UNet, conditioner, scheduler and sampler once (cheap) so bad values fail now."""
     unet_config = unet_config_for(cfg.unet, latent_shape)
-    build(unet_config)
+    unet = build(unet_config)
     conditioner = build(cfg.conditioner)
     model_classes = getattr(conditioner, "num_classes", 0)
     if conditioner.is_conditional and model_classes != num_classes:
         raise ValueError(f"conditioner.num_classes={model_classes} but dataset {cfg.dataset.name!r} has {num_classes} classes")
+    if conditioner.is_conditional and unet.transformer_depth == 0:
+        # legitimate as an ablation baseline, but easy to do by accident
+        log.warning("unet.transformer_depth=0: the UNet has no cross-attention, so the class labels cannot reach it "
+                    "and the model trains as an unconditional one (guidance has no effect)")
     build(cfg.scheduler)
     build(cfg.sampler)
     return unet_config
