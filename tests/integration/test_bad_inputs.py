@@ -25,6 +25,7 @@ def _run(compose, overrides):
         ("stage=both", r"stage='both'.*\['autoencoder', 'diffusion', 'all'\]"),
         ("dataset.val_fraction=1.5", r"val_fraction"),
         ("unet.in_channels=3", r"unet.in_channels=3 does not match"),
+        ("diffusion.min_snr_gamma=-1", r"min_snr_gamma.*null.*> 0, got -1"),
     ],
 )
 def test_bad_config_values_fail_before_training(compose, tmp_path, override, message):

@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.callbacks.image_logging import log_image_grid
 from tinyldm.diffusion import DiffusionSampler
+from tinyldm.diffusion.loss_weighting import min_snr_weights, validate_min_snr_gamma
 from tinyldm.lit.denoiser import ConditionalDenoiser
 from tinyldm.lit.optim import build_optimizers
 from tinyldm.utils.checkpoints import stamp
@@ -56,6 +57,7 @@ class LatentDiffusionModule(L.LightningModule):
         latent_shape: Sequence[int],
         lr_scheduler: Mapping[str, Any] | None = None,
         ema_decay: float = 0.999,
+        min_snr_gamma: float | None = None,
         image_pad: int = 2,
         grid: Mapping[str, Any] | None = None,
         seed: int = 0,
@@ -64,6 +66,7 @@ class LatentDiffusionModule(L.LightningModule):
         super().__init__()
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"diffusion.ema_decay={ema_decay} must be in [0, 1)")
+        validate_min_snr_gamma(min_snr_gamma)
         self.save_hyperparameters(ignore=["image_dir"])
         self.image_dir = image_dir
         self.latent_shape = tuple(int(s) for s in latent_shape)  # (C, h, w)
@@ -100,8 +103,14 @@ class LatentDiffusionModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def diffusion_loss(self, denoiser: ConditionalDenoiser, latents: torch.Tensor, labels: torch.Tensor,
-                       generator: torch.Generator | None = None, drop_labels: bool | None = None) -> torch.Tensor:
-        """MSE between the denoiser's output and the scheduler's target at random timesteps."""
+                       generator: torch.Generator | None = None, drop_labels: bool | None = None,
+                       weighted: bool = True) -> torch.Tensor:
+        """MSE between the denoiser's output and the scheduler's target at random timesteps.
+
+        With ``min_snr_gamma`` set and ``weighted``, each sample's MSE is scaled by its min-SNR
+        weight (training); validation passes ``weighted=False`` so ``ldm/val/loss`` stays the plain
+        MSE, comparable between runs with and without weighting.
+        """
         batch = latents.shape[0]
         T = self.noise_scheduler.num_train_timesteps
         device = latents.device
@@ -112,7 +121,12 @@ class LatentDiffusionModule(L.LightningModule):
         context = denoiser.context(labels, batch, drop_labels=drop_labels)  # (B, K, D)
         prediction = denoiser(noisy, timesteps, context)
         target = self.noise_scheduler.training_target(latents, noise, timesteps)
-        return F.mse_loss(prediction.float(), target.float())
+        gamma = self.hparams.get("min_snr_gamma")
+        if not (weighted and gamma):
+            return F.mse_loss(prediction.float(), target.float())
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)  # (B,)
+        weights = min_snr_weights(self.noise_scheduler.alphas_cumprod, timesteps, self.noise_scheduler.prediction_type, gamma)
+        return (weights * per_sample).mean()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         latents, labels = batch  # (B, C, h, w) scaled latents, (B,)
@@ -135,7 +149,7 @@ class LatentDiffusionModule(L.LightningModule):
         latents, labels = batch
         # fixed noise and timesteps per batch, so validation losses are comparable across epochs
         generator = torch.Generator(device="cpu").manual_seed(1000 + batch_idx)
-        loss = self.diffusion_loss(self.ema.module, latents, labels, generator=generator, drop_labels=False)
+        loss = self.diffusion_loss(self.ema.module, latents, labels, generator=generator, drop_labels=False, weighted=False)
         self.log("ldm/val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:

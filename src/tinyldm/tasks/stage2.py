@@ -39,6 +39,7 @@ def build_diffusion_module(cfg: DictConfig, autoencoder_ckpt: Path, datamodule: 
         lr_scheduler=OmegaConf.to_container(diffusion.lr_scheduler, resolve=True) if diffusion.get("lr_scheduler") else None,
         latent_shape=list(latent_shape),
         ema_decay=float(diffusion.ema_decay),
+        min_snr_gamma=diffusion.get("min_snr_gamma"),
         image_pad=datamodule.pad,
         grid=OmegaConf.to_container(diffusion.grid, resolve=True),
         seed=int(cfg.seed),

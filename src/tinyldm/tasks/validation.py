@@ -14,6 +14,7 @@ from pathlib import Path
 from tinyldm.utils.instantiate import build
 from omegaconf import DictConfig, OmegaConf
 
+from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
 from tinyldm.utils.checkpoints import require_stage
 
 log = logging.getLogger(__name__)
@@ -64,4 +65,5 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
                     "and the model trains as an unconditional one (guidance has no effect)")
     build(cfg.scheduler)
     build(cfg.sampler)
+    validate_min_snr_gamma(cfg.diffusion.get("min_snr_gamma"))
     return unet_config
