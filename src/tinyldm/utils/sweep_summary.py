@@ -91,8 +91,16 @@ def log_wandb_table(rows: list[dict[str, Any]], plot: Path | None, config: DictC
     log.info("Logged the sweep table to W&B (%s mode)", run.settings.mode)
 
 
+def point_labels(rows: list[dict[str, Any]]) -> list[str]:
+    """Per-row label from the overrides that differ between rows, e.g. ``model=ae, transformer_depth=1``."""
+    keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k.startswith("override:")]
+    varying = [k for k in keys if len({str(row.get(k)) for row in rows}) > 1]
+    return [", ".join(f"{k.rsplit('.', 1)[-1].removeprefix('override:')}={row.get(k)}" for k in varying) or f"job {row.get('job')}"
+            for row in rows]
+
+
 def plot_fid_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """Scatter of eval/fid against eval/cond_acc, each point labelled with its guidance scale / steps."""
+    """Scatter of eval/fid against eval/cond_acc, each point labelled with the overrides that vary."""
     points = [r for r in rows if isinstance(r.get("eval/fid"), (int, float)) and isinstance(r.get("eval/cond_acc"), (int, float))]
     if not points:
         return None
@@ -103,16 +111,15 @@ def plot_fid_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
     ax.scatter([p["eval/cond_acc"] for p in points], [p["eval/fid"] for p in points])
-    for p in points:
-        label = f"s={p.get('guidance_scale', '?')}, {p.get('sampler_steps', '?')} steps"
-        ax.annotate(label, (p["eval/cond_acc"], p["eval/fid"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for p, label in zip(points, point_labels(points)):
+        ax.annotate(label, (p["eval/cond_acc"], p["eval/fid"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     floors = [p["eval/fid_floor"] for p in points if isinstance(p.get("eval/fid_floor"), (int, float))]
     if floors:
         ax.axhline(float(np.median(floors)), linestyle="--", color="gray", label="real-data floor")
         ax.legend(loc="best", fontsize=7)
     ax.set_xlabel("conditional accuracy")
     ax.set_ylabel("classifier-feature FID (lower is better)")
-    ax.set_title("guidance sweep")
+    ax.set_title("sweep: FID vs conditional accuracy")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
