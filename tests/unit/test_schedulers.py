@@ -14,6 +14,7 @@ from tinyldm.diffusion import (
     SCHEDULERS,
     DDIMScheduler,
     DDPMScheduler,
+    DPMSolverMultistepScheduler,
     SchedulerOutput,
     make_betas,
 )
@@ -247,9 +248,10 @@ def _oracle(sched, x0: torch.Tensor):
 
 @schedules
 @prediction_types
-def test_full_ddim_loop_with_exact_oracle_recovers_x0(schedule, prediction_type):
-    sched = _ours(DDIMScheduler, schedule, prediction_type)
-    sched.set_timesteps(50)
+@pytest.mark.parametrize(("cls", "steps"), [(DDIMScheduler, 50), (DPMSolverMultistepScheduler, 10)], ids=["ddim", "dpmpp_2m"])
+def test_deterministic_loop_with_exact_oracle_recovers_x0(schedule, prediction_type, cls, steps):
+    sched = _ours(cls, schedule, prediction_type)
+    sched.set_timesteps(steps)
     gen = torch.Generator().manual_seed(3)
     x0 = torch.randn(2, 1, 4, 4, generator=gen).clamp(-2, 2)  # (B, C, H, W)
     predict = _oracle(sched, x0)
