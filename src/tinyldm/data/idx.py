@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyldm.utils.files import write_bytes
+
 __all__ = ["read_idx", "write_idx", "IDX_DTYPES"]
 
 # IDX type code -> big-endian numpy dtype.
@@ -147,5 +149,4 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     payload = header + np.ascontiguousarray(array).tobytes()
     if path.name.endswith(".gz"):
         payload = gzip.compress(payload)
-    path.write_bytes(payload)
-    return path
+    return write_bytes(path, payload)

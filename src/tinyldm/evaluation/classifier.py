@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
+
+from tinyldm.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +274,7 @@ def load_or_train_classifier(
         num_features=num_features, num_classes=datamodule.num_classes, device=device,
     )
     log.info("trained classifier for %s in %.1fs: held-out accuracy %.4f", dataset_key, time.perf_counter() - start, accuracy)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # atomic: concurrent runs never read half a file
     state = {k: v.cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": _CACHE_FORMAT, "identity": identity, "state_dict": state, "test_accuracy": accuracy}, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:  # concurrent runs never read half a file
+        torch.save({"format": _CACHE_FORMAT, "identity": identity, "state_dict": state, "test_accuracy": accuracy}, handle)
     return model, {**info, "test_accuracy": accuracy, "reused": False}

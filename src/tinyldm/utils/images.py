@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from tinyldm.utils.files import atomic_write
+
 
 def crop(images: torch.Tensor, pad: int) -> torch.Tensor:
     """Remove ``pad`` pixels of border: (B, C, H, W) -> (B, C, H - 2 pad, W - 2 pad)."""
@@ -40,7 +42,7 @@ def grid_uint8(images: torch.Tensor, nrow: int, pad: int = 0) -> np.ndarray:
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
+    """Write an (H, W[, 3]) uint8 array as a PNG, atomically."""
+    with atomic_write(path) as handle:
+        Image.fromarray(array).save(handle, format="PNG")
+    return Path(path)

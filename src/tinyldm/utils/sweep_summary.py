@@ -17,6 +17,8 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from tinyldm.utils.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -44,7 +46,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with path.open("w", newline="") as handle:
+    with atomic_write(path, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -121,6 +123,7 @@ def plot_fid_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_ylabel("classifier-feature FID (lower is better)")
     ax.set_title("sweep: FID vs conditional accuracy")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
     return path
