@@ -44,7 +44,7 @@ def test_resumed_run_continues_its_wandb_run_and_keeps_csv_history(tmp_path):
     run_script("train.py", [*common, "+callbacks.stop._target_=tests.helpers.callbacks.StopAfterEpochs",
                             "+callbacks.stop.epochs=1"], run_dir)
     last = run_dir / "checkpoints" / "autoencoder" / "last.ckpt"
-    run_id = torch.load(last, map_location="cpu", weights_only=False)["tinyldm"]["wandb_run_id"]
+    run_id = torch.load(last, map_location="cpu", weights_only=True)["tinyldm"]["wandb_run_id"]
     first_csv = (run_dir / "csv" / "autoencoder" / "metrics.csv").read_text()
 
     run_script("train.py", [*common, "resume=true"], run_dir)

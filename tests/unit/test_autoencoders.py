@@ -28,7 +28,7 @@ from tinyldm.autoencoders import (
 from tinyldm.autoencoders.blocks import Decoder, Encoder
 from tinyldm.data import DigitsDataModule
 from tinyldm.lit.autoencoder_module import AutoencoderModule, codebook_statistics, compute_scale_factor
-from tinyldm.utils.checkpoints import require_stage
+from tinyldm.utils.checkpoints import require_stage, restore_module
 
 TARGETS = {
     "ae": "tinyldm.autoencoders.ConvAutoencoder",
@@ -158,8 +158,9 @@ def test_vq_straight_through_reaches_encoder():
 
     # the quantised tensor carries the codebook values while passing gradients through as identity
     z = model.encoder(x).detach().requires_grad_(True)
+    codebook = model.quantizer.embedding.clone()  # the forward below updates it (EMA) after choosing codes
     quantized, commitment, indices = model.quantizer(z)
-    codes = model.quantizer.embedding[indices].permute(0, 3, 1, 2)  # (B, D, h, w)
+    codes = codebook[indices].permute(0, 3, 1, 2)  # (B, D, h, w)
     assert torch.allclose(quantized, codes, atol=1e-6)
     assert not torch.allclose(quantized, z, atol=1e-3)  # it really was snapped
     quantized.sum().backward()
@@ -251,6 +252,21 @@ def test_dead_code_is_restarted_from_batch_vectors():
     assert not (flat == vq.embedding[4]).all(dim=1).any()
 
 
+def test_quantized_vectors_come_from_the_codebook_the_indices_were_chosen_from():
+    """The EMA update and restarts run after the choice; the output must not see their new codes."""
+    torch.manual_seed(0)
+    codebook = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, 1.0], [100.0, 100.0], [-100.0, -100.0]])
+    sizes = torch.tensor([5.0, 5.0, 5.0, 0.5, 5.0])  # code 3 is dead: it is restarted during this very call
+    vq = _known_quantizer(codebook, sizes, decay=0.99, dead_code_threshold=1.0)
+    z = 0.3 * torch.randn(1, 2, 3, 3)
+    z[0, :, 0, 0] = torch.tensor([99.0, 99.0])  # nearest to code 3
+    quantized, _, indices = vq(z)
+    assert int(indices[0, 0, 0]) == 3
+    assert not torch.equal(vq.embedding[3], codebook[3]), "code 3 should have been restarted"
+    expected = rearrange(codebook[indices.flatten()], "(b h w) d -> b d h w", b=1, h=3, w=3)
+    assert torch.allclose(quantized, expected, atol=1e-5)
+
+
 def test_codebook_statistics():
     usage, perplexity = codebook_statistics(torch.full((8,), 5.0))
     assert usage == pytest.approx(1.0)
@@ -336,10 +352,10 @@ def test_checkpoint_roundtrip_and_stage_checks(real_images, tmp_path):
     path = tmp_path / "stage1.ckpt"
     trainer.save_checkpoint(path)
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     assert checkpoint["tinyldm"]["stage"] == "autoencoder"
 
-    loaded = AutoencoderModule.load_from_checkpoint(path)
+    loaded = restore_module(AutoencoderModule, require_stage(path, "autoencoder"), path)
     assert dict(loaded.hparams.autoencoder) == config
     assert isinstance(loaded.autoencoder, VQVAE)
     assert float(loaded.autoencoder.scale_factor) == pytest.approx(0.37)

@@ -12,6 +12,8 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from tinyldm.utils.checkpoints import SafeCheckpointIO
+
 log = logging.getLogger(__name__)
 
 
@@ -100,15 +102,22 @@ def log_batch_sizes(trainer: L.Trainer, prefix: str, per_device: int, num_parame
 
 
 def build_trainer(cfg: DictConfig, stage: str, run_dir: Path, loggers: RunLoggers, **overrides: Any) -> L.Trainer:
-    """A Trainer for ``stage`` with its own checkpoint folder and the stage's length overrides."""
+    """A Trainer for ``stage`` with its own checkpoint folder and the stage's length overrides.
+
+    Its checkpoint I/O is :class:`SafeCheckpointIO`: weights-only, allow-list-checked reads (resume)
+    and atomic writes.
+    """
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_kwargs.update(overrides)
+    plugins = trainer_kwargs.pop("plugins", None) or []
+    plugins = [build(p) if isinstance(p, dict) else p for p in (plugins if isinstance(plugins, list) else [plugins])]
     stage_loggers = loggers.for_stage(stage)
     callbacks = build_callbacks(cfg.get("callbacks"), run_dir / "checkpoints" / stage, bool(stage_loggers))
     return build(
         trainer_kwargs,
         logger=stage_loggers if stage_loggers else False,
         callbacks=callbacks,
+        plugins=[*plugins, SafeCheckpointIO()],
         default_root_dir=str(run_dir),
         _convert_="partial",
     )

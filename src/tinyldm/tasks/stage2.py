@@ -15,7 +15,7 @@ from tinyldm.lit.latent_cache import LatentDataModule
 from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes
 from tinyldm.tasks.stage1 import StageResult, _stage_metrics
 from tinyldm.tasks.validation import check_stage2_parts
-from tinyldm.utils.checkpoints import require_stage
+from tinyldm.utils.checkpoints import require_stage, restore_module
 from tinyldm.callbacks.image_logging import log_image_grid
 from tinyldm.utils.images import save_png
 
@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 
 def build_diffusion_module(cfg: DictConfig, autoencoder_ckpt: Path, datamodule: L.LightningDataModule, run_dir: Path) -> LatentDiffusionModule:
     """A stage-2 module carrying a copy of the stage-1 autoencoder (weights + scale factor)."""
-    require_stage(autoencoder_ckpt, "autoencoder")
-    stage1 = AutoencoderModule.load_from_checkpoint(autoencoder_ckpt, map_location="cpu")
+    stage1 = restore_module(AutoencoderModule, require_stage(autoencoder_ckpt, "autoencoder"), autoencoder_ckpt)
     latent_shape = stage1.autoencoder.latent_shape(datamodule.image_shape)
     unet_config = check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
     diffusion = cfg.diffusion
