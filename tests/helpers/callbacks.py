@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+from pathlib import Path
+
 import lightning as L
 
 
@@ -29,3 +34,32 @@ class PoisonWeights(L.Callback):
         if type(pl_module).__name__ == self.module and trainer.current_epoch == self.epoch:
             trained_weight = trainer.optimizers[0].param_groups[0]["params"][0]
             trained_weight.data.fill_(float("nan"))
+
+
+class KillSelf(L.Callback):
+    """Simulate a hard kill (SIGKILL: no cleanup, no finally blocks) at the start of epoch ``epoch``.
+
+    Only modules whose class name is ``module`` are touched, so a two-stage run can be killed in either stage.
+    """
+
+    def __init__(self, epoch: int = 1, module: str = "AutoencoderModule") -> None:
+        self.epoch, self.module = epoch, module
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if type(pl_module).__name__ == self.module and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RecordSampleOrder(L.Callback):
+    """Write, per rank and epoch, the indices the stage-2 training sampler hands this rank (to ``folder``)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if type(pl_module).__name__ != "LatentDiffusionModule":
+            return
+        indices = list(iter(trainer.train_dataloader.sampler))
+        path = Path(self.folder) / f"rank{trainer.global_rank}-epoch{trainer.current_epoch}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(indices))

@@ -26,12 +26,52 @@ def _run(compose, overrides):
         ("dataset.val_fraction=1.5", r"val_fraction"),
         ("unet.in_channels=3", r"unet.in_channels=3 does not match"),
         ("diffusion.min_snr_gamma=-1", r"min_snr_gamma.*null.*> 0, got -1"),
+        ("sampler.steps=2000", r"sampler: steps=2000 exceeds the scheduler's num_train_timesteps=1000"),
+        ("diffusion.batch_size=0", r"diffusion.batch_size=0 is not allowed: it must be an integer >= 1"),
+        ("diffusion.max_epochs=0", r"diffusion.max_epochs=0 is not allowed: it must be an integer >= 1"),
+        ("model.training.batch_size=0", r"model.training.batch_size=0 is not allowed: it must be an integer >= 1 or null"),
+        ("model.training.max_epochs=0", r"model.training.max_epochs=0 is not allowed: it must be an integer >= 1"),
+        ("+trainer.max_epochs=0", r"trainer.max_epochs=0 is not used: each stage sets its own length"),
+        ("+trainer.max_steps=10", r"trainer.max_steps=10 is not used"),
+        ("seed=-1", r"seed=-1 is not allowed: it must be an integer >= 0"),
+        ("evaluation.n_per_class=0", r"evaluation.n_per_class=0 is not allowed"),
     ],
 )
 def test_bad_config_values_fail_before_training(compose, tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         _run(compose, [override])
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bad_values_are_refused_before_data_are_read(compose, monkeypatch):
+    """The checks run before the dataset is touched, let alone a model trained."""
+    from tinyldm.data.datamodule import DigitsDataModule
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data were loaded before the start-up checks")
+
+    monkeypatch.setattr(DigitsDataModule, "setup", no_data)
+    with pytest.raises(ValueError, match="diffusion.batch_size=0"):
+        _run(compose, ["diffusion.batch_size=0"])
+
+
+def test_identity_autoencoder_needs_no_stage1_epochs(compose):
+    from tinyldm.tasks.validation import check_train_config
+
+    check_train_config(compose(["debug=smoke", "model=identity"]))  # model.training.max_epochs=0 is fine here
+
+
+def test_stage1_checkpoint_without_hyper_parameters(compose, tmp_path):
+    import torch
+
+    from tests.helpers.payloads import LEGACY_AUTOENCODER
+
+    checkpoint = torch.load(LEGACY_AUTOENCODER, weights_only=True)
+    del checkpoint["hyper_parameters"]
+    stripped = tmp_path / "stripped.ckpt"
+    torch.save(checkpoint, stripped)
+    with pytest.raises(ValueError, match=r"stripped\.ckpt.*malformed.*hyper-parameters lack"):
+        _run(compose, ["stage=diffusion", f"autoencoder_ckpt={stripped}"])
 
 
 def test_stage_diffusion_without_checkpoint(compose):

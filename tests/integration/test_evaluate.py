@@ -77,3 +77,26 @@ def test_evaluate_rejects_malformed_samples(compose, workspace, tmp_path, make, 
                   config_name="evaluate")
     with pytest.raises(ValueError, match=match):
         evaluate.run(cfg)
+
+
+def test_float_samples_are_refused_before_the_classifier_trains(compose, tmp_path):
+    from tinyldm.tasks import evaluate
+
+    path = tmp_path / "floats.npz"
+    np.savez(path, images=np.zeros((60, 28, 28), np.float32), labels=np.zeros(60, np.int64))
+    cfg = compose([f"samples={path}", f"paths.cache_dir={tmp_path}/fresh_cache"], config_name="evaluate")
+    with pytest.raises(ValueError, match="uint8"):
+        evaluate.run(cfg)
+    assert not (tmp_path / "fresh_cache").exists(), "a classifier was trained before the samples were checked"
+
+
+def test_evaluate_never_replaces_an_earlier_result(compose, tmp_path):
+    from tinyldm.tasks import evaluate
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"eval/fid": 1.0}')
+    cfg = compose([f"samples={tmp_path}/any.npz"], config_name="evaluate")
+    with pytest.raises(FileExistsError, match="metrics.json.*already exists"):
+        evaluate.run(cfg)
+    assert (run_dir / "metrics.json").read_text() == '{"eval/fid": 1.0}'

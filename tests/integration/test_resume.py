@@ -1,4 +1,4 @@
-"""A stage-2 run interrupted after one epoch and resumed ends with exactly the weights of an uninterrupted run."""
+"""Resume: an interrupted stage-2 run ends with exactly the weights of an uninterrupted one, even past a truncated last.ckpt."""
 
 from __future__ import annotations
 
@@ -16,21 +16,25 @@ def stage1_checkpoint(tmp_path_factory):
 
 
 def _state(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path, stage1_checkpoint):
+def test_resumed_run_matches_uninterrupted_run(compose, tmp_path, caplog, stage1_checkpoint):
+    """In-process runs (train.py is a three-line wrapper around train.run)."""
+    from tinyldm.tasks import train
+
     common = ["stage=diffusion", f"autoencoder_ckpt={stage1_checkpoint}", "model=ae", "debug=smoke", "logger=none",
-              "diffusion.max_epochs=2", "diffusion.grid.every_n_epochs=0", "evaluation.enabled=false", *path_overrides(tmp_path)]
-    full = tmp_path / "full"
-    run_script("train.py", common, full)
-
-    interrupted = tmp_path / "interrupted"
-    run_script("train.py", [*common, "+callbacks.stop._target_=tests.helpers.callbacks.StopAfterEpochs", "+callbacks.stop.epochs=1"],
-               interrupted)
+              "diffusion.max_epochs=2", "diffusion.grid.every_n_epochs=0", "evaluation.enabled=false"]
+    full, interrupted = tmp_path / "full", tmp_path / "interrupted"
+    train.run(compose([*common, f"paths.output_dir={full}"]))
+    train.run(compose([*common, f"paths.output_dir={interrupted}", "+callbacks.stop._target_=tests.helpers.callbacks.StopAfterEpochs",
+                       "+callbacks.stop.epochs=1"]))
     last = interrupted / "checkpoints" / "diffusion" / "last.ckpt"
-    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
-    run_script("train.py", [*common, "resume=true"], interrupted)
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0
+    last.write_bytes(last.read_bytes()[:5000])  # e.g. a full disk: resume falls back to the epoch checkpoint
+    with caplog.at_level("WARNING", logger="tinyldm.tasks.train"):
+        train.run(compose([*common, f"paths.output_dir={interrupted}", "resume=true"]))
+    assert "last.ckpt, it is unreadable" in caplog.text
 
     expected, resumed = _state(full / "checkpoints" / "diffusion.ckpt"), _state(interrupted / "checkpoints" / "diffusion.ckpt")
     assert expected.keys() == resumed.keys()
@@ -42,5 +46,16 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, stage1_checkpoint):
 def test_resume_without_checkpoint_is_a_clear_error(compose):
     from tinyldm.tasks import train
 
-    with pytest.raises(FileNotFoundError, match="resume=true found no last.ckpt"):
+    with pytest.raises(FileNotFoundError, match="resume=true found no readable checkpoint"):
         train.run(compose(["stage=autoencoder", "debug=smoke", "logger=none", "resume=true"]))
+
+
+def test_rerun_into_an_existing_run_directory_is_refused(compose, tmp_path):
+    from tinyldm.tasks import train
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "autoencoder.ckpt").write_bytes(b"the earlier run's stage 1")
+    with pytest.raises(FileExistsError, match="already holds a run.*resume=true"):
+        train.run(compose(["stage=autoencoder", "debug=smoke", "logger=none"]))
+    assert (run_dir / "checkpoints" / "autoencoder.ckpt").read_bytes() == b"the earlier run's stage 1"

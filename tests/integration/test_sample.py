@@ -56,6 +56,10 @@ def test_sample_entry_point(stage2_checkpoint, tmp_path):
         ({"classes": "[3,12]"}, ValueError, r"\[12\] not among the model's classes"),
         ({"sampler.steps": 5000}, ValueError, "steps=5000 exceeds"),
         ({"sampler.guidance_scale": -1}, ValueError, "-1"),
+        ({"seed": -1}, ValueError, r"seed=-1 is not allowed: it must be an integer >= 0"),
+        ({"batch_size": 0}, ValueError, r"batch_size=0 is not allowed"),
+        ({"device": "tpu"}, ValueError, r"device='tpu' is not one of"),
+        ({"classes": "[]"}, ValueError, r"classes=.* must be a non-empty list"),
     ],
 )
 def test_sample_bad_requests(compose, stage2_checkpoint, tmp_path, overrides, error, match):
@@ -71,6 +75,11 @@ def test_sample_refuses_missing_folder_existing_file_and_stage1(compose, stage2_
     with pytest.raises(FileExistsError, match="overwrite=true"):
         _sample(compose, stage2_checkpoint, existing)
     assert existing.read_bytes() == b"keep me"
+    grid_only = tmp_path / "grid_only.npz"  # the npz and its grid are one output: either one blocks it
+    grid_only.with_suffix(".png").write_bytes(b"my figure")
+    with pytest.raises(FileExistsError, match="grid_only.png"):
+        _sample(compose, stage2_checkpoint, grid_only)
+    assert grid_only.with_suffix(".png").read_bytes() == b"my figure" and not grid_only.exists()
     _sample(compose, stage2_checkpoint, existing, overwrite="true", n_per_class=1)
     assert np.load(existing)["images"].shape == (10, 28, 28)
     stage1 = stage2_checkpoint.parent / "autoencoder.ckpt"
@@ -78,3 +87,24 @@ def test_sample_refuses_missing_folder_existing_file_and_stage1(compose, stage2_
         _sample(compose, stage1, tmp_path / "y.npz")
     with pytest.raises(FileNotFoundError):
         _sample(compose, tmp_path / "missing.ckpt", tmp_path / "z.npz")
+
+
+def test_concurrent_runs_to_one_output_never_replace_each_other(compose, stage2_checkpoint, tmp_path, monkeypatch):
+    """A second run that checked ``out`` while it was free fails at write time; nothing it made is half-written."""
+    from tinyldm.tasks import sample
+
+    out = tmp_path / "shared.npz"
+    real_generate = sample.generate
+
+    def generate_while_another_run_finishes(*args, **kwargs):
+        images = real_generate(*args, **kwargs)
+        out.write_bytes(b"the other run's result")  # the other run published while this one sampled
+        out.with_suffix(".png").write_bytes(b"the other run's grid")
+        return images
+
+    monkeypatch.setattr(sample, "generate", generate_while_another_run_finishes)
+    with pytest.raises(FileExistsError, match="appeared while this run was sampling"):
+        _sample(compose, stage2_checkpoint, out, n_per_class=1)
+    assert out.read_bytes() == b"the other run's result"
+    assert out.with_suffix(".png").read_bytes() == b"the other run's grid"
+    assert not list(tmp_path.glob(".shared*.tmp")), "a temp file was left behind"

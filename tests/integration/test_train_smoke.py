@@ -9,9 +9,12 @@ from tests.conftest import path_overrides, read_metrics, run_script
 
 
 @pytest.mark.parametrize("model", ["ae", "vae", "vqvae"])
-def test_stage1_smoke_run_leaves_checkpoint_and_metrics(tmp_path, model):
-    run_dir = tmp_path / "run"
-    run_script("train.py", ["stage=autoencoder", f"model={model}", "debug=smoke", "logger=csv", *path_overrides(tmp_path)], run_dir)
+def test_stage1_smoke_run_leaves_checkpoint_and_metrics(compose, tmp_path, model):
+    """In-process (the script is a three-line wrapper; the main-job test below runs it for real)."""
+    from tinyldm.tasks import train
+
+    run_dir = tmp_path / "run"  # the compose fixture's paths.output_dir
+    train.run(compose(["stage=autoencoder", f"model={model}", "debug=smoke", "logger=csv"]))
     metrics = read_metrics(run_dir)
     assert (run_dir / "checkpoints" / "autoencoder.ckpt").is_file()
     assert metrics["stage"] == "autoencoder" and metrics["model"] == model
@@ -23,9 +26,10 @@ def test_stage1_smoke_run_leaves_checkpoint_and_metrics(tmp_path, model):
         assert 0 < metrics["ae/val/codebook_usage"] <= 1 and metrics["ae/val/perplexity"] >= 1
 
 
-def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path):
-    cache = tmp_path / "cache"
-    overrides = ["model=vqvae", "+experiment=mnist_cond", "debug=smoke", *path_overrides(tmp_path, cache)]
+def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, caplog):
+    cache = tmp_path / "cache"  # the compose fixture's paths.cache_dir too
+    # sampler.steps: +experiment is applied after debug=smoke, so it would restore its 50 steps
+    overrides = ["model=vqvae", "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", *path_overrides(tmp_path, cache)]
     first = tmp_path / "first"
     run_script("train.py", overrides, first)
     metrics = read_metrics(first)
@@ -37,17 +41,20 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path):
     assert metrics["dataset"] == "mnist" and metrics["dataset_source"].startswith("bundled")
     assert metrics["ldm/val/loss"] > 0
 
-    second = tmp_path / "second"
-    result = run_script("train.py", overrides, second)
-    again = read_metrics(second)
+    second = tmp_path / "second"  # in-process: the same task the script runs, without a second interpreter start
+    from tinyldm.tasks import train
+
+    with caplog.at_level("INFO", logger="tinyldm.tasks.stage1"):
+        again = train.run(compose(["model=vqvae", "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", "evaluation.enabled=false",
+                                   f"paths.output_dir={second}"]))
     assert again["autoencoder_reused"] is True
-    assert "Reusing the cached stage-1 checkpoint" in (result.stdout + result.stderr)
+    assert "Reusing the cached stage-1 checkpoint" in caplog.text
     assert not (second / "checkpoints" / "autoencoder.ckpt").exists()
 
     # the stage-2 checkpoint is self-contained and samples identically for a fixed seed
-    from tinyldm.lit.diffusion_module import LatentDiffusionModule
+    from tinyldm.tasks.sample import load_diffusion_checkpoint
 
-    model = LatentDiffusionModule.load_from_checkpoint(first / "checkpoints" / "diffusion.ckpt", map_location="cpu")
+    model = load_diffusion_checkpoint(first / "checkpoints" / "diffusion.ckpt")
     labels = torch.tensor([0, 3, 7])
     a = model.sample(labels, generator=torch.Generator().manual_seed(0))
     b = model.sample(labels, generator=torch.Generator().manual_seed(0))
@@ -70,7 +77,7 @@ def test_multirun_with_default_paths_reuses_stage1_and_writes_summary(tmp_path):
     from tests.conftest import REPO, subprocess_env
 
     command = [sys.executable, str(REPO / "train.py"), "-m", "model=ae,vae", "unet.transformer_depth=0,1",
-               "+experiment=mnist_cond", "debug=smoke", "evaluation.enabled=false", "diffusion.grid.every_n_epochs=0"]
+               "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", "evaluation.enabled=false", "diffusion.grid.every_n_epochs=0"]
     result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
 
@@ -82,6 +89,6 @@ def test_multirun_with_default_paths_reuses_stage1_and_writes_summary(tmp_path):
     assert all(r["status"] == "ok" and float(r["ldm/val/loss"]) > 0 for r in rows)
     # each autoencoder type is trained once; the second depth reuses it from the shared cache
     assert [r["autoencoder_reused"] for r in rows] == ["False", "True", "False", "True"]
-    assert len(list((tmp_path / ".cache" / "tinyldm" / "autoencoders").iterdir())) == 2
+    assert len([p for p in (tmp_path / ".cache" / "tinyldm" / "autoencoders").iterdir() if p.is_dir()]) == 2
     for job in range(4):
         assert (sweep_dir / str(job) / "checkpoints" / "diffusion.ckpt").is_file()

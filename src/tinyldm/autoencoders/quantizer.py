@@ -74,10 +74,12 @@ class VectorQuantizer(nn.Module):
         if self.training and not bool(self.initialized):
             self._initialise_from(flat.detach())
         indices = self.codes_for(flat.detach())  # (N,)
+        # look the codes up in the codebook the indices were chosen from: the EMA update and the
+        # restarts below change it, and a restarted code would return an unrelated vector
+        quantized = F.embedding(indices, self.embedding)  # (N, D), a copy
         if self.training:
             self._ema_update(flat.detach(), indices)
             self._restart_dead_codes(flat.detach())
-        quantized = F.embedding(indices, self.embedding)  # (N, D)
         quantized = rearrange(quantized, "(b h w) d -> b d h w", b=batch, h=height, w=width)
         commitment = self.beta * F.mse_loss(z, quantized.detach())
         quantized = z + (quantized - z).detach()  # straight-through estimator

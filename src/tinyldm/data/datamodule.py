@@ -13,6 +13,7 @@ downsamplings see power-of-two sizes (32 -> 16 -> 8 -> 4).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import lightning as L
@@ -112,6 +113,7 @@ class DigitsDataModule(L.LightningDataModule):
         self.train_dataset: TensorDataset | None = None
         self.val_dataset: TensorDataset | None = None
         self.test_dataset: TensorDataset | None = None
+        self._fingerprint: dict[str, object] | None = None
         # One generator for the module's lifetime so that re-created train
         # loaders continue the shuffle stream instead of repeating epoch 0.
         self._shuffle_generator = torch.Generator().manual_seed(self.seed)
@@ -175,6 +177,21 @@ class DigitsDataModule(L.LightningDataModule):
     def source_used(self) -> str | None:
         """Where the data actually came from (``None`` until data are loaded)."""
         return self._arrays.source if self._arrays is not None else None
+
+    def fingerprint(self) -> dict[str, object]:
+        """What the training split actually holds: source used, size and a SHA-256 of the tensors.
+
+        Keys caches of models trained on this split (the stage-1 cache): the configured
+        ``source=auto`` says nothing about whether the offline 5k fallback or full MNIST was read.
+        """
+        self.setup("fit")
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for tensor in self.train_dataset.tensors:  # images (N, 1, S, S) float32, labels (N,) int64
+                digest.update(tensor.contiguous().numpy().tobytes())
+            self._fingerprint = {"source_used": self.source_used, "num_train": len(self.train_dataset),
+                                 "train_sha256": digest.hexdigest()}
+        return dict(self._fingerprint)
 
     # ------------------------------------------------------------------ loading
 

@@ -259,7 +259,10 @@ def evaluate_samples(
     ratios = [sample_spread[c] / real_spread[c] for c in sample_spread if real_spread.get(c, 0.0) > 0]
     result["diversity"] = float(np.mean(ratios)) if ratios else None
 
-    fid = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), normalize=True, reset_real_features=False)
+    # sync_on_compute=False: one process scores its own samples; under DDP only rank zero evaluates,
+    # and a sync would wait forever on ranks that are not computing this metric
+    fid = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), normalize=True, reset_real_features=False,
+                                   sync_on_compute=False)
     fid = fid.to(device)
     _fid_batches(fid, ref_images, True, batch_size, device)
     _fid_batches(fid, images, False, batch_size, device)

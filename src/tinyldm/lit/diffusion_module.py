@@ -81,6 +81,7 @@ class LatentDiffusionModule(L.LightningModule):
         self.ema.requires_grad_(False)
         self.noise_scheduler = build(dict(scheduler))
         self.sampler: DiffusionSampler = build(dict(sampler))
+        self._ema_step = 0  # the optimizer step the EMA last averaged
 
     # ------------------------------------------------------------------ plumbing
     def train(self, mode: bool = True) -> LatentDiffusionModule:
@@ -130,9 +131,13 @@ class LatentDiffusionModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         latents, labels = batch  # (B, C, h, w) scaled latents, (B,)
-        # Noise, timesteps and label dropping are a pure function of (seed, step, rank): Lightning does
-        # not checkpoint the global RNG, and this makes a resumed run bit-identical to an uninterrupted one.
-        torch.manual_seed(int(self.hparams.seed) * 1_000_003 + self.global_step * max(self.trainer.world_size, 1) + self.global_rank)
+        # Noise, timesteps and label dropping are a pure function of (seed, optimizer step, micro-batch,
+        # rank): Lightning does not checkpoint the global RNG, and this makes a resumed run bit-identical
+        # to an uninterrupted one. The micro-batch index keeps the batches accumulated into one
+        # optimizer step (accumulate_grad_batches) from all drawing the same noise.
+        accumulate = max(int(self.trainer.accumulate_grad_batches), 1)
+        draw = self.global_step * accumulate + batch_idx % accumulate
+        torch.manual_seed(int(self.hparams.seed) * 1_000_003 + draw * max(self.trainer.world_size, 1) + self.global_rank)
         loss = self.diffusion_loss(self.denoiser, latents, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -142,8 +147,14 @@ class LatentDiffusionModule(L.LightningModule):
         self.log("ldm/train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
+    def on_train_start(self) -> None:
+        self._ema_step = self.global_step
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.ema.update_parameters(self.denoiser)
+        """Average after each optimizer step (not each micro-batch: their weights are the same)."""
+        if self.global_step > self._ema_step:
+            self.ema.update_parameters(self.denoiser)
+            self._ema_step = self.global_step
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         latents, labels = batch

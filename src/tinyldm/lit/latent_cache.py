@@ -14,7 +14,7 @@ import time
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from tinyldm.autoencoders.base import Autoencoder
 
@@ -37,29 +37,6 @@ def encode_dataset(
             chunks.append((autoencoder.encode(chunk.to(device).float()).float() * scale).cpu())
     autoencoder.to(original_device)
     return TensorDataset(torch.cat(chunks), labels.clone())
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """Shuffles with a generator seeded by (seed, epoch).
-
-    A run resumed from an epoch-boundary checkpoint then sees exactly the batches an
-    uninterrupted run would have seen (Lightning calls ``set_epoch`` before every epoch).
-    """
-
-    def __init__(self, num_samples: int, seed: int = 0) -> None:
-        self.num_samples = num_samples
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 class LatentDataModule(L.LightningDataModule):
@@ -92,7 +69,15 @@ class LatentDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochShuffleSampler(len(self.train_dataset), self.seed)
+        """Shuffled per epoch from (seed, epoch), each rank its own shard.
+
+        A run resumed from an epoch-boundary checkpoint sees exactly the batches an uninterrupted
+        run would have (Lightning calls ``set_epoch`` before every epoch). The sampler shards
+        itself: Lightning would wrap any other sampler in a ``DistributedSamplerWrapper``, whose
+        ``set_epoch`` never reaches the wrapped sampler.
+        """
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        sampler = DistributedSampler(self.train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed * 100_003)
         return DataLoader(self.train_dataset, batch_size=self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

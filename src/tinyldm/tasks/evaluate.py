@@ -12,22 +12,24 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from tinyldm.evaluation.metrics import load_samples_npz
+from tinyldm.evaluation.metrics import load_samples_npz, validate_samples
 from tinyldm.evaluation.run import format_table, prefixed, score
 from tinyldm.tasks.sample import generate, load_diffusion_checkpoint, requested_labels, resolve_device
-from tinyldm.tasks.train import is_rank_zero, run_dir_of
+from tinyldm.tasks.train import run_dir_of
+from tinyldm.tasks.validation import check_evaluate_config
+from tinyldm.utils.distributed import is_global_zero
+from tinyldm.utils.files import write_json
 from tinyldm.utils.instantiate import build
-from tinyldm.utils.run_files import update_metrics_file
 
 log = logging.getLogger(__name__)
 
 
 def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    if bool(cfg.samples) == bool(cfg.ckpt):
-        raise ValueError("give exactly one of samples=PATH.npz or ckpt=PATH.ckpt "
-                         f"(got samples={cfg.samples!r}, ckpt={cfg.ckpt!r})")
+    """The images and labels to score; a samples file is checked here, before the classifier trains."""
     if cfg.samples:
-        return load_samples_npz(cfg.samples)
+        images, labels, metadata = load_samples_npz(cfg.samples)
+        images, labels = validate_samples(images, labels, datamodule.num_classes, what=f"samples={cfg.samples!r}")
+        return images, labels, metadata
     sampler = build(cfg.sampler)
     model = load_diffusion_checkpoint(cfg.ckpt, resolve_device(cfg.device))
     labels = requested_labels(model, int(cfg.evaluation.n_per_class), None, None)
@@ -37,6 +39,11 @@ def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarra
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    check_evaluate_config(cfg)
+    run_dir = run_dir_of(cfg)
+    if is_global_zero() and (run_dir / "metrics.json").exists():
+        raise FileExistsError(f"{str(run_dir / 'metrics.json')!r} already exists: evaluate into a new directory "
+                              "(leave hydra.run.dir unset) so no earlier result is replaced")
     datamodule = build(cfg.dataset)
     images, labels, settings = samples_for(cfg, datamodule)
     result = score(images, labels, datamodule, cfg.paths.cache_dir, cfg.evaluation.classifier_epochs, int(cfg.seed))
@@ -46,10 +53,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     sampler = settings.get("sampler") or {}
     metrics.update({"guidance_scale": sampler.get("guidance_scale"), "sampler_steps": sampler.get("steps"),
                     "sampler_kind": sampler.get("kind")})
-    run_dir = run_dir_of(cfg)
-    if is_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        metrics = update_metrics_file(run_dir / "metrics.json", metrics)
+    if is_global_zero():
+        metrics = write_json(run_dir / "metrics.json", metrics, replace=False)
         log.info("Wrote %s", run_dir / "metrics.json")
         _log_to_loggers(cfg, metrics)
     return metrics

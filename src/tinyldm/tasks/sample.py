@@ -14,26 +14,49 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.diffusion import DiffusionSampler
 from tinyldm.lit.diffusion_module import LatentDiffusionModule
-from tinyldm.utils.checkpoints import require_stage
+from tinyldm.utils.checkpoints import require_stage, restore_module
+from tinyldm.tasks.validation import check_sample_config
+from tinyldm.utils.files import atomic_write
 from tinyldm.utils.images import grid_uint8, save_png, to_uint8
 from tinyldm.utils.instantiate import build
 
 log = logging.getLogger(__name__)
 
 
-def check_output_path(out: str | Path, overwrite: bool) -> Path:
+def check_output_path(out: str | Path, overwrite: bool) -> tuple[Path, Path]:
+    """The ``.npz`` and its ``.png`` grid: one output, refused (before any work) if either exists."""
     out = Path(out)
     if out.suffix != ".npz":
         raise ValueError(f"out={str(out)!r} must end in .npz")
     if not out.parent.resolve().is_dir():
         raise FileNotFoundError(f"out={str(out)!r}: folder {str(out.parent)!r} does not exist; create it first")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"out={str(out)!r} already exists; pass overwrite=true to replace it or choose another path")
-    return out
+    grid = out.with_suffix(".png")
+    existing = [str(p) for p in (out, grid) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"out={str(out)!r}: {existing} already exist(s); pass overwrite=true to replace the npz and "
+                              "its grid, or choose another path")
+    return out, grid
+
+
+def publish_samples(out: Path, grid_path: Path, arrays: dict[str, Any], grid: np.ndarray, overwrite: bool) -> None:
+    """Write the npz and its grid together, atomically, under a lock on ``out``.
+
+    Two runs to one ``out=`` both checked at start-up that it was free; the lock and a second
+    check at write time make the later one fail instead of silently replacing the other's result.
+    """
+    with FileLock(str(out.with_name(f".{out.name}.lock"))):
+        existing = [str(p) for p in (out, grid_path) if p.exists()]
+        if existing and not overwrite:
+            raise FileExistsError(f"out={str(out)!r}: {existing} appeared while this run was sampling (another run wrote "
+                                  "them); nothing was written. Pass overwrite=true or choose another path")
+        save_png(grid, grid_path)
+        with atomic_write(out) as handle:
+            np.savez(handle, **arrays)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,9 +69,8 @@ def resolve_device(name: str) -> torch.device:
 
 def load_diffusion_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LatentDiffusionModule:
     """Load a stage-2 checkpoint (refusing stage-1 or foreign files with a clear error)."""
-    require_stage(path, "diffusion")
-    model = LatentDiffusionModule.load_from_checkpoint(path, map_location=device)
-    return model.eval()
+    model = restore_module(LatentDiffusionModule, require_stage(path, "diffusion"), path)
+    return model.to(device).eval()
 
 
 def requested_labels(model: LatentDiffusionModule, n_per_class: int, classes: Any, n: int | None) -> torch.Tensor:
@@ -86,7 +108,8 @@ def generate(model: LatentDiffusionModule, labels: torch.Tensor, sampler: Diffus
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    out = check_output_path(cfg.out, bool(cfg.overwrite))
+    check_sample_config(cfg)
+    out, grid_path = check_output_path(cfg.out, bool(cfg.overwrite))
     sampler: DiffusionSampler = build(cfg.sampler)
     device = resolve_device(cfg.device)
     model = load_diffusion_checkpoint(cfg.ckpt, device)
@@ -101,10 +124,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "n_per_class": int(cfg.n_per_class),
         "classes": sorted({int(c) for c in labels.tolist()}),
     }
-    np.savez(out, images=pixels, labels=labels.numpy().astype(np.int64), metadata=json.dumps(metadata))
     per_row = int(cfg.grid_per_class)
-    grid_images = _grid_selection(images, labels, per_row)
-    grid_path = save_png(grid_uint8(grid_images, nrow=per_row, pad=model.hparams.image_pad), out.with_suffix(".png"))
+    grid = grid_uint8(_grid_selection(images, labels, per_row), nrow=per_row, pad=model.hparams.image_pad)
+    arrays = {"images": pixels, "labels": labels.numpy().astype(np.int64), "metadata": np.array(json.dumps(metadata))}
+    publish_samples(out, grid_path, arrays, grid, bool(cfg.overwrite))
     log.info("Wrote %s (%d images) and %s", out, len(pixels), grid_path)
     return {"out": str(out), "grid": str(grid_path), "num_images": len(pixels), **metadata}
 

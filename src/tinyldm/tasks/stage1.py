@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.lit.autoencoder_module import STAGE, AutoencoderModule, compute_scale_factor
 from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes
-from tinyldm.utils.checkpoints import require_stage
-from tinyldm.utils.run_files import stage1_cache_key, update_metrics_file
+from tinyldm.utils.autoencoder_cache import AutoencoderCache
+from tinyldm.utils.distributed import is_global_zero
 
 log = logging.getLogger(__name__)
 SCALE_FACTOR_MAX_IMAGES = 10_000  # enough for a stable std estimate, cheap on any dataset
@@ -78,34 +76,37 @@ def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDat
     return StageResult(checkpoint, metrics)
 
 
-def cached_autoencoder_path(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.cache_dir) / "autoencoders" / stage1_cache_key(cfg) / "autoencoder.ckpt"
-
-
-def store_in_cache(result: StageResult, cache_path: Path, cfg: DictConfig) -> None:
-    """Copy a freshly trained stage-1 checkpoint into the shared cache (atomic, rank zero only)."""
-    if int(os.environ.get("LOCAL_RANK", 0)) != 0 or int(os.environ.get("NODE_RANK", 0)) != 0:
-        return
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_suffix(".ckpt.tmp")
-    shutil.copy2(result.checkpoint, tmp)
-    os.replace(tmp, cache_path)
-    stage1_config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "dataset")}
-    (cache_path.parent / "config.yaml").write_text(OmegaConf.to_yaml({**stage1_config, "seed": cfg.seed}))
-    update_metrics_file(cache_path.parent / "metrics.json", result.metrics)
-    log.info("Stored the stage-1 checkpoint in the cache: %s", cache_path)
-
-
 def autoencoder_for_run(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, loggers: RunLoggers) -> tuple[StageResult, bool]:
-    """Return the stage-1 result for this run and whether it was reused from the cache."""
-    cache_path = cached_autoencoder_path(cfg)
-    if cfg.get("reuse_autoencoder", True) and cfg.stage == "all" and cache_path.exists():
-        require_stage(cache_path, STAGE)
-        metrics_path = cache_path.parent / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        log.info("Reusing the cached stage-1 checkpoint %s (trained earlier with this exact stage-1 config, "
-                 "dataset and seed); set reuse_autoencoder=false to retrain", cache_path)
-        return StageResult(cache_path, metrics), True
-    result = train_autoencoder(cfg, run_dir, datamodule, loggers)
-    store_in_cache(result, cache_path, cfg)
+    """Return the stage-1 result for this run and whether it was reused from the cache.
+
+    The cache entry's lock is held from the look-up to the store, so parallel jobs with one stage-1
+    config train it once. Other DDP ranks of this job only look: rank zero holds the lock while they
+    train alongside it, and waiting for it would deadlock the process group.
+    """
+    cache = AutoencoderCache.for_run(cfg, datamodule)
+    lock = cache.locked() if is_global_zero() else contextlib.nullcontext()
+    with lock:
+        hit = cache.lookup() if cfg.get("reuse_autoencoder", True) else None
+        if hit is not None:
+            log.info("Reusing the cached stage-1 checkpoint %s (trained earlier with this exact stage-1 config, "
+                     "data and seed); set reuse_autoencoder=false to retrain", hit.checkpoint)
+            return StageResult(hit.checkpoint, hit.metrics), True
+        result = train_autoencoder(cfg, run_dir, datamodule, loggers)
+        if is_global_zero():
+            cache.store(result.checkpoint, result.metrics, stage1_config(cfg))
     return result, False
+
+
+def store_resumed_in_cache(result: StageResult, cfg: DictConfig, datamodule: L.LightningDataModule) -> None:
+    """A stage 1 finished by ``resume=true`` fills its cache entry, unless a complete one exists."""
+    if not is_global_zero():
+        return
+    cache = AutoencoderCache.for_run(cfg, datamodule)
+    with cache.locked():
+        if cache.lookup() is None:
+            cache.store(result.checkpoint, result.metrics, stage1_config(cfg))
+
+
+def stage1_config(cfg: DictConfig) -> dict[str, Any]:
+    """The human-readable part of a cache entry (``config.yaml``)."""
+    return {**{key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "dataset")}, "seed": int(cfg.seed)}

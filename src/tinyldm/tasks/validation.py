@@ -1,8 +1,11 @@
-"""Start-up checks: every config mistake we can detect is reported before any training starts.
+"""Start-up checks: one per entry point, run before any data are loaded or models trained.
 
 Stage 1 may train for minutes before stage 2 is built, so stage-2 settings (UNet, conditioner,
 scheduler, sampler) are instantiated here once, on the real latent shape, to surface their
-errors immediately.
+errors immediately. Each error names the value and what is allowed.
+
+Building modules draws from the global RNG, so the checks run under ``torch.random.fork_rng``:
+``stage=autoencoder`` and ``stage=all`` then train identical stage-1 weights for one seed.
 """
 
 from __future__ import annotations
@@ -10,25 +13,106 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from tinyldm.utils.instantiate import build
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
-from tinyldm.utils.checkpoints import require_stage
+from tinyldm.lit.autoencoder_module import AutoencoderModule
+from tinyldm.utils.checkpoints import require_stage, restore_module
+from tinyldm.utils.instantiate import build
 
 log = logging.getLogger(__name__)
 STAGE_CHOICES = ("autoencoder", "diffusion", "all")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# stage lengths live with each stage (model.training.max_epochs, diffusion.max_epochs); a trainer-wide
+# length would apply to both stages at once and was silently overridden
+_TRAINER_LENGTH_KEYS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time")
 
 
-def check_stage(cfg: DictConfig) -> None:
+def check_int(value: Any, name: str, minimum: int, allow_none: bool = False) -> None:
+    """Refuse anything but an integer >= ``minimum`` (or None when allowed), naming ``name``."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or null" if allow_none else "")
+        raise ValueError(f"{name}={value!r} is not allowed: it must be {allowed}")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Everything ``train.py`` can refuse without data: config values, checkpoints named, stage-2 parts."""
+    with torch.random.fork_rng(devices=[]):
+        stage1 = check_stage(cfg)
+        check_int(cfg.seed, "seed", 0)
+        for key in _TRAINER_LENGTH_KEYS:
+            if OmegaConf.select(cfg, f"trainer.{key}") is not None:
+                raise ValueError(
+                    f"trainer.{key}={OmegaConf.select(cfg, f'trainer.{key}')!r} is not used: each stage sets its own length, "
+                    "model.training.max_epochs (stage 1) and diffusion.max_epochs (stage 2); remove the trainer setting"
+                )
+        autoencoder = stage1.autoencoder if stage1 is not None else build(cfg.model.net)
+        training = cfg.model.training
+        check_int(training.get("max_epochs"), "model.training.max_epochs", 1 if autoencoder.is_trainable else 0)
+        check_int(training.get("batch_size"), "model.training.batch_size", 1, allow_none=True)
+        if cfg.stage in ("diffusion", "all"):
+            check_int(cfg.diffusion.batch_size, "diffusion.batch_size", 1)
+            check_int(cfg.diffusion.max_epochs, "diffusion.max_epochs", 1)
+            datamodule = build(cfg.dataset)  # validates the dataset settings; loads nothing yet
+            check_stage2_parts(cfg, autoencoder.latent_shape(datamodule.image_shape), datamodule.num_classes)
+            if cfg.evaluation.enabled:
+                check_evaluation(cfg.evaluation)
+
+
+def check_evaluation(evaluation: DictConfig) -> None:
+    check_int(evaluation.n_per_class, "evaluation.n_per_class", 1)
+    check_int(evaluation.batch_size, "evaluation.batch_size", 1)
+    check_int(evaluation.seed, "evaluation.seed", 0)
+    check_int(evaluation.get("classifier_epochs"), "evaluation.classifier_epochs", 1, allow_none=True)
+
+
+def check_device(name: Any) -> None:
+    if name not in DEVICE_CHOICES:
+        raise ValueError(f"device={name!r} is not one of {list(DEVICE_CHOICES)}")
+
+
+def check_sample_config(cfg: DictConfig) -> None:
+    """``sample.py``: every request value, before the checkpoint is read."""
+    check_int(cfg.seed, "seed", 0)
+    check_int(cfg.n_per_class, "n_per_class", 1)
+    check_int(cfg.n, "n", 1, allow_none=True)
+    check_int(cfg.batch_size, "batch_size", 1)
+    check_int(cfg.grid_per_class, "grid_per_class", 1)
+    check_device(cfg.device)
+    if cfg.classes is not None:
+        classes = list(cfg.classes) if OmegaConf.is_list(cfg.classes) else cfg.classes
+        if not isinstance(classes, list) or not classes:
+            raise ValueError(f"classes={cfg.classes!r} must be a non-empty list of class indices, e.g. [3,7], or null")
+        for c in classes:
+            check_int(c, "classes[...]", 0)
+
+
+def check_evaluate_config(cfg: DictConfig) -> None:
+    """``evaluate.py``: what to score and how, before any file is read."""
+    if bool(cfg.samples) == bool(cfg.ckpt):
+        raise ValueError("give exactly one of samples=PATH.npz or ckpt=PATH.ckpt "
+                         f"(got samples={cfg.samples!r}, ckpt={cfg.ckpt!r})")
+    check_int(cfg.seed, "seed", 0)
+    check_device(cfg.device)
+    check_evaluation(cfg.evaluation)
+
+
+def check_stage(cfg: DictConfig) -> AutoencoderModule | None:
+    """Check ``stage`` and the stage-1 checkpoint it needs; return that checkpoint's module (or None)."""
     if cfg.stage not in STAGE_CHOICES:
         raise ValueError(f"stage={cfg.stage!r} is not one of {list(STAGE_CHOICES)}")
     if cfg.stage == "diffusion" and not cfg.get("autoencoder_ckpt"):
         raise ValueError("stage=diffusion needs autoencoder_ckpt=PATH (a stage-1 checkpoint); "
                          "or use stage=all to train/reuse stage 1 first")
-    if cfg.get("autoencoder_ckpt"):
-        require_stage(Path(cfg.autoencoder_ckpt), "autoencoder")
+    if not cfg.get("autoencoder_ckpt"):
+        return None
+    path = Path(cfg.autoencoder_ckpt)
+    return restore_module(AutoencoderModule, require_stage(path, "autoencoder"), path)
 
 
 def unet_config_for(unet_cfg: DictConfig, latent_shape: Sequence[int]) -> dict:
@@ -63,7 +147,10 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
         # legitimate as an ablation baseline, but easy to do by accident
         log.warning("unet.transformer_depth=0: the UNet has no cross-attention, so the class labels cannot reach it "
                     "and the model trains as an unconditional one (guidance has no effect)")
-    build(cfg.scheduler)
-    build(cfg.sampler)
+    scheduler = build(cfg.scheduler)
+    try:
+        build(cfg.sampler).build_scheduler(scheduler.config)  # e.g. sampler.steps > num_train_timesteps
+    except ValueError as error:
+        raise ValueError(f"sampler: {error}") from None
     validate_min_snr_gamma(cfg.diffusion.get("min_snr_gamma"))
     return unet_config

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
 OVERRIDES_ENV = "TINYLDM_JOB_OVERRIDES"
 RUN_DIR_ENV = "TINYLDM_JOB_RUN_DIR"
 
@@ -27,7 +29,19 @@ def remember_job(overrides: Sequence[str], run_dir: Path) -> None:
 
 
 def is_ddp_child() -> bool:
+    """A process Lightning's script launcher started (``LOCAL_RANK``/``NODE_RANK`` > 0): it re-runs its parent's job."""
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+def is_global_zero() -> bool:
+    """Whether this process is rank zero of its job: the one that writes run files, grids and the cache.
+
+    Lightning's ``rank_zero_only.rank`` is read from ``RANK`` / ``LOCAL_RANK`` / ``SLURM_PROCID`` /
+    ``JSM_NAMESPACE_RANK`` at import (so ``srun`` tasks know their rank before any Trainer exists)
+    and set to the Trainer's global rank once one does; ``NODE_RANK`` covers the multi-node script
+    launcher, whose node-local rank zeros have ``LOCAL_RANK=0``.
+    """
+    return getattr(rank_zero_only, "rank", 0) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
 def rewrite_child_argv(argv: list[str] | None = None) -> list[str]:
