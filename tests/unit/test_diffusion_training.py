@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from tinyldm.lit.diffusion_module import LatentDiffusionModule
-from tinyldm.tasks.validation import unet_config_for
-
-
-def _module(cfg, latent_shape):
-    torch.manual_seed(0)
-    return LatentDiffusionModule(
-        autoencoder=OmegaConf.to_container(cfg.model.net, resolve=True),
-        unet=OmegaConf.to_container(OmegaConf.create(unet_config_for(cfg.unet, latent_shape)), resolve=True),
-        conditioner=OmegaConf.to_container(cfg.conditioner, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.diffusion.optimizer, resolve=True),
-        latent_shape=list(latent_shape),
-    )
+from tests.helpers.modules import diffusion_module
 
 
 def test_accumulated_micro_batches_draw_different_noise_and_ema_follows_optimizer_steps(compose):
     cfg = compose(["debug=smoke", "model=ae"])
     latent_shape = (4, 8, 8)
-    module = _module(cfg, latent_shape)
+    module = diffusion_module(cfg, latent_shape)
     noises = []
     add_noise = module.noise_scheduler.add_noise
 

@@ -47,25 +47,13 @@ def test_bad_gamma_is_refused_with_its_value(gamma):
 
 def test_diffusion_module_weights_training_loss_but_not_validation_loss(compose):
     """diffusion.min_snr_gamma reaches the module; weighted=False (validation) is the plain MSE."""
-    from omegaconf import OmegaConf
-
-    from tinyldm.lit.diffusion_module import LatentDiffusionModule
-    from tinyldm.tasks.validation import unet_config_for
+    from tests.helpers.modules import diffusion_module
 
     cfg = compose(["debug=smoke", "model=ae"])
     latent_shape = (4, 8, 8)
 
     def module(gamma):
-        torch.manual_seed(0)
-        return LatentDiffusionModule(
-            autoencoder=OmegaConf.to_container(cfg.model.net, resolve=True),
-            unet=OmegaConf.to_container(OmegaConf.create(unet_config_for(cfg.unet, latent_shape)), resolve=True),
-            conditioner=OmegaConf.to_container(cfg.conditioner, resolve=True),
-            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-            sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
-            optimizer=OmegaConf.to_container(cfg.diffusion.optimizer, resolve=True),
-            latent_shape=list(latent_shape), min_snr_gamma=gamma,
-        )
+        return diffusion_module(cfg, latent_shape, min_snr_gamma=gamma)
 
     plain, weighted = module(None), module(5.0)
     latents, labels = torch.randn(16, *latent_shape), torch.arange(16) % 10
