@@ -11,7 +11,7 @@ from tests.conftest import path_overrides, read_metrics, run_script
 def test_ddp_cpu_whole_pipeline_writes_one_evaluated_run(tmp_path):
     """Both stages and the end-of-training evaluation under 2-process DDP; each rank its own stage-2 shard."""
     run_dir, orders = tmp_path / "run", tmp_path / "orders"
-    run_script("train.py", ["model=ae", "debug=smoke", "trainer=ddp_cpu", "logger=csv", "diffusion.grid.every_n_epochs=0",
+    run_script("train.py", ["model=ae", "debug=smoke", "trainer=ddp_cpu", "logger=csv", "diffusion.grid.every_n_steps=0",
                             "+callbacks.order._target_=tests.helpers.callbacks.RecordSampleOrder",
                             f"+callbacks.order.folder={orders}", *path_overrides(tmp_path)], run_dir, timeout=600)
     metrics = read_metrics(run_dir)
@@ -37,6 +37,6 @@ def test_bf16_mixed_on_cpu_keeps_losses_finite(tmp_path):
     run_dir = tmp_path / "run"
     run_script("train.py", ["model=ae", "debug=smoke", "trainer.precision=bf16-mixed", "logger=none", "evaluation.enabled=false",
                             "diffusion.max_epochs=1", "dataset.max_train_samples=64", "trainer.limit_val_batches=1",
-                            "diffusion.grid.every_n_epochs=0", *path_overrides(tmp_path)], run_dir)
+                            "diffusion.grid.every_n_steps=0", *path_overrides(tmp_path)], run_dir)
     metrics = read_metrics(run_dir)
     assert math.isfinite(metrics["ae/val/loss"]) and math.isfinite(metrics["ldm/val/loss"])

@@ -11,7 +11,7 @@ import torch
     ("stage_args", "module", "stage"),
     [
         (["stage=autoencoder", "model.training.max_epochs=2"], "AutoencoderModule", "autoencoder"),
-        (["stage=all", "diffusion.grid.every_n_epochs=0", "evaluation.enabled=false"], "LatentDiffusionModule", "diffusion"),
+        (["stage=all", "diffusion.grid.every_n_steps=0", "evaluation.enabled=false"], "LatentDiffusionModule", "diffusion"),
     ],
     ids=["stage1", "stage2"],
 )

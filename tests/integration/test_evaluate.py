@@ -16,7 +16,7 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
     """A smoke-trained model whose run also evaluated itself (classifier cached in the shared cache)."""
     tmp = tmp_path_factory.mktemp("evaluate")
     run_dir = tmp / "run"
-    run_script("train.py", ["model=ae", "debug=smoke", "logger=none", "diffusion.grid.every_n_epochs=0", *path_overrides(tmp)], run_dir)
+    run_script("train.py", ["model=ae", "debug=smoke", "logger=none", "diffusion.grid.every_n_steps=0", *path_overrides(tmp)], run_dir)
     return {"tmp": tmp, "run": run_dir, "ckpt": run_dir / "checkpoints" / "diffusion.ckpt"}
 
 

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import REPO, path_overrides, read_metrics, subprocess_env
 
 BASE = ["model=ae", "debug=smoke", "logger=none", "evaluation.enabled=false", "model.training.max_epochs=2",
-        "diffusion.grid.every_n_epochs=0"]
+        "diffusion.grid.every_n_steps=0"]
 KILL = "+callbacks.kill._target_=tests.helpers.callbacks.KillSelf"
 
 

@@ -15,7 +15,7 @@ nbclient = pytest.importorskip("nbclient")
 def test_explore_notebook_runs_on_a_smoke_run(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     run_script("train.py", ["model=ae", "debug=smoke", "logger=none", "evaluation.enabled=false",
-                            "diffusion.grid.every_n_epochs=0", *path_overrides(tmp_path)], run_dir)
+                            "diffusion.grid.every_n_steps=0", *path_overrides(tmp_path)], run_dir)
     sweep_csv = tmp_path / "summary.csv"
     with sweep_csv.open("w", newline="") as handle:
         writer = csv.writer(handle)

@@ -24,7 +24,7 @@ def test_resumed_run_matches_uninterrupted_run(compose, tmp_path, caplog, stage1
     from tinyldm.tasks import train
 
     common = ["stage=diffusion", f"autoencoder_ckpt={stage1_checkpoint}", "model=ae", "debug=smoke", "logger=none",
-              "diffusion.max_epochs=2", "diffusion.grid.every_n_epochs=0", "evaluation.enabled=false"]
+              "diffusion.max_epochs=2", "diffusion.grid.every_n_steps=0", "evaluation.enabled=false"]
     full, interrupted = tmp_path / "full", tmp_path / "interrupted"
     train.run(compose([*common, f"paths.output_dir={full}"]))
     train.run(compose([*common, f"paths.output_dir={interrupted}", "+callbacks.stop._target_=tests.helpers.callbacks.StopAfterEpochs",

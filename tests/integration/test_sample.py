@@ -17,7 +17,7 @@ def stage2_checkpoint(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("stage2")
     run_dir = tmp / "run"
     run_script("train.py", ["model=ae", "debug=smoke", "logger=none", "diffusion.max_epochs=1",
-                            "diffusion.grid.every_n_epochs=0", *path_overrides(tmp)], run_dir)
+                            "diffusion.grid.every_n_steps=0", *path_overrides(tmp)], run_dir)
     return run_dir / "checkpoints" / "diffusion.ckpt"
 
 

@@ -77,7 +77,7 @@ def test_multirun_with_default_paths_reuses_stage1_and_writes_summary(tmp_path):
     from tests.conftest import REPO, subprocess_env
 
     command = [sys.executable, str(REPO / "train.py"), "-m", "model=ae,vae", "unet.transformer_depth=0,1",
-               "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", "evaluation.enabled=false", "diffusion.grid.every_n_epochs=0"]
+               "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", "evaluation.enabled=false", "diffusion.grid.every_n_steps=0"]
     result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
 

@@ -398,4 +398,4 @@ def test_mnist_5k_datamodule_val_split_is_shuffled():
     with pytest.raises(RuntimeError, match="no test split"):
         dm.test_dataloader()
     images, labels = next(iter(dm.val_dataloader()))
-    assert images.shape == (64, 1, 32, 32) and labels.dtype == torch.int64
+    assert images.shape == (256, 1, 32, 32) and labels.dtype == torch.int64  # evaluation batches: at least 256

@@ -36,7 +36,7 @@ def test_stage_autoencoder_and_stage_all_train_identical_stage1_weights(compose,
     from tinyldm.tasks import train
 
     common = ["debug=smoke", "model=ae", "logger=none", "evaluation.enabled=false", "diffusion.max_epochs=1",
-              "diffusion.grid.every_n_epochs=0"]
+              "diffusion.grid.every_n_steps=0"]
     train.run(compose([*common, "stage=autoencoder", f"paths.output_dir={tmp_path}/alone"]))
     train.run(compose([*common, "stage=all", f"paths.output_dir={tmp_path}/both"]))
     alone, both = (torch.load(tmp_path / name / "checkpoints" / "autoencoder.ckpt", weights_only=True)["state_dict"]

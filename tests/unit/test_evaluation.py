@@ -224,3 +224,44 @@ def test_load_samples_npz_roundtrip_and_errors(tmp_path):
     np.save(tmp_path / "single.npy", images)
     with pytest.raises(ValueError, match="single .npy array"):
         load_samples_npz(tmp_path / "single.npy")
+
+
+# --------------------------------------------------------------------------- reconstruction ceiling
+
+
+def test_identity_reconstruction_ceiling_equals_the_real_floor(setup):
+    """model=identity reconstructs perfectly: its ceiling is exactly the real images' own score."""
+    from functools import partial
+
+    from tinyldm.autoencoders import IdentityAutoencoder
+    from tinyldm.evaluation.run import reconstruct_uint8
+
+    datamodule, model, _, _, arrays = setup
+    val_images, val_labels = arrays["val"]
+    train_images, train_labels = arrays["train"]
+    samples, labels = train_images[-300:], train_labels[-300:]
+    identity = partial(reconstruct_uint8, IdentityAutoencoder(in_channels=1), datamodule)
+    result = evaluate_samples(samples, labels, val_images, val_labels, model, NUM_CLASSES, real_floor_images_uint8=train_images,
+                              real_floor_labels=train_labels, reconstruct=identity)
+    assert result["fid_recon"] == pytest.approx(result["fid_floor"], rel=1e-6)
+    pick = np.sort(np.random.default_rng(0).permutation(len(train_images))[:300])  # the floor's subset
+    real_accuracy = evaluate_samples(train_images[pick], train_labels[pick], val_images, val_labels, model, NUM_CLASSES)["cond_acc"]
+    assert result["recon_acc"] == pytest.approx(real_accuracy)
+
+
+def test_a_lossy_stage1_lowers_the_ceiling(setup):
+    """Blurring every reconstruction (a poor decoder) shows up as a worse ceiling than the floor."""
+    import torch.nn.functional as F
+
+    datamodule, model, _, _, arrays = setup
+    val_images, val_labels = arrays["val"]
+    train_images, train_labels = arrays["train"]
+
+    def blur(images):
+        x = torch.from_numpy(images).float()[:, None]
+        return F.avg_pool2d(x, 3, stride=1, padding=1)[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+    result = evaluate_samples(train_images[-300:], train_labels[-300:], val_images, val_labels, model, NUM_CLASSES,
+                              real_floor_images_uint8=train_images, real_floor_labels=train_labels, reconstruct=blur)
+    assert result["fid_recon"] > 2 * result["fid_floor"]
+    assert result["fid_recon_ratio"] == pytest.approx(result["fid"] / result["fid_recon"])

@@ -177,6 +177,28 @@ def test_guidance_scale_one_skips_uncond_and_equals_cond_only_sampling():
         sampler.sample(ToyDenoiser(), SCHEDULER_CONFIG, (B, C, H, W), cond, None, guidance_scale=3.0)
 
 
+def test_guidance_interval_guides_inside_and_is_plain_conditional_outside():
+    """T=100, DDIM-10 visits 90, 80, ..., 0; the interval [30, 60] guides exactly 60, 50, 40, 30."""
+    denoiser = ToyDenoiser()
+    _sample(DiffusionSampler(kind="ddim", steps=10, guidance_scale=3.0, guidance_interval=[30, 60]), seed=0, denoiser=denoiser)
+    guided = {int(t[0]) for x, t, _ in denoiser.calls if x.shape[0] == 2 * B}
+    assert guided == {30, 40, 50, 60}
+    assert all(x.shape[0] == B for x, t, _ in denoiser.calls if int(t[0]) not in guided)
+
+    # an interval that holds no step of the grid is exactly plain conditional sampling
+    nowhere = _sample(DiffusionSampler(kind="ddim", steps=10, guidance_scale=3.0, guidance_interval=[91, 99]), seed=0)
+    assert torch.equal(nowhere, _sample(DiffusionSampler(kind="ddim", steps=10), seed=0, guidance_scale=1.0))
+    # and one that holds every step is full guidance
+    everywhere = _sample(DiffusionSampler(kind="ddim", steps=10, guidance_scale=3.0, guidance_interval=[0, 99]), seed=0)
+    assert torch.equal(everywhere, _sample(DiffusionSampler(kind="ddim", steps=10, guidance_scale=3.0), seed=0))
+
+
+@pytest.mark.parametrize("interval", [[60, 30], [-1, 5], [1.5, 3], [1, 2, 3], "1,2", [True, 4]])
+def test_bad_guidance_interval_is_refused(interval):
+    with pytest.raises(ValueError, match="guidance_interval=.*must be null or \\[t_low, t_high\\]"):
+        DiffusionSampler(kind="ddim", steps=10, guidance_interval=interval)
+
+
 def test_guidance_scale_changes_samples():
     sampler = DiffusionSampler(kind="ddim", steps=10)
     assert not torch.allclose(_sample(sampler, 0, guidance_scale=1.0), _sample(sampler, 0, guidance_scale=5.0))

@@ -66,7 +66,7 @@ class ClassConditioner(nn.Module):
         self.class_tokens = nn.Parameter(torch.randn(num_classes, tokens_per_class, context_dim))  # (N, K, D)
         self.null_tokens = nn.Parameter(torch.randn(tokens_per_class, context_dim))  # (K, D)
 
-    def forward(self, labels: Tensor, drop_labels: bool | None = None) -> Tensor:
+    def forward(self, labels: Tensor, drop_labels: bool | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Look up the token sequences of ``labels``.
 
         Args:
@@ -74,7 +74,7 @@ class ClassConditioner(nn.Module):
             drop_labels: ``True`` replaces every label by the null tokens,
                 ``False`` none; ``None`` (default) drops each label with
                 probability ``p_uncond`` in training mode and none in eval mode.
-                Random drops use the global torch RNG on the labels' device.
+            generator: draws the random drops (the global torch RNG when None).
 
         Returns:
             ``(B, K, D)`` context tokens.
@@ -87,7 +87,8 @@ class ClassConditioner(nn.Module):
             drop_labels = self.training and self.p_uncond > 0
             if not drop_labels:
                 return tokens
-            drop = torch.rand(batch, device=labels.device) < self.p_uncond  # (B,) Bernoulli(p_uncond)
+            draw_device = generator.device if generator is not None else labels.device
+            drop = (torch.rand(batch, generator=generator, device=draw_device) < self.p_uncond).to(labels.device)  # (B,)
             return torch.where(drop[:, None, None], null, tokens)  # (B, K, D)
         return null if drop_labels else tokens
 

@@ -253,6 +253,7 @@ class DigitsDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
 
     def _loader(self, dataset: TensorDataset | None, split: str, shuffle: bool) -> DataLoader:
+        """Training batches of ``batch_size``; evaluation batches of at least 256 (no gradients to hold)."""
         if dataset is None:
             if self.train_dataset is None:
                 raise RuntimeError(f"{split}_dataloader() called before setup()")
@@ -262,7 +263,7 @@ class DigitsDataModule(L.LightningDataModule):
             )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size if split == "train" else max(self.batch_size, 256),
             shuffle=shuffle,
             generator=self._shuffle_generator if shuffle else None,
             drop_last=False,
@@ -282,6 +283,10 @@ class DigitsDataModule(L.LightningDataModule):
         return self._loader(self.test_dataset, "test", shuffle=False)
 
     # ------------------------------------------------------------------ helpers
+
+    def from_uint8(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 ``(N, 28, 28)`` pixels -> model-space ``(N, 1, S, S)`` in [-1, 1], padded like the training data."""
+        return _to_unit_range(np.asarray(images, dtype=np.uint8), self.pad)
 
     @staticmethod
     def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:

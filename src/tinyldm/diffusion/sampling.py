@@ -21,6 +21,18 @@ from tinyldm.diffusion.scheduler_base import _NoiseScheduler
 from tinyldm.diffusion.schedulers import SCHEDULERS
 
 
+def validate_guidance_interval(interval: Any) -> tuple[int, int] | None:
+    """None, or ``[t_low, t_high]`` integers with ``0 <= t_low <= t_high``; anything else raises naming it."""
+    if interval is None:
+        return None
+    values = list(interval) if isinstance(interval, Sequence) and not isinstance(interval, str) else None
+    if (values is None or len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+            or not 0 <= values[0] <= values[1]):
+        raise ValueError(f"guidance_interval={interval!r} must be null or [t_low, t_high], integer timesteps with "
+                         "0 <= t_low <= t_high (e.g. [100, 600])")
+    return values[0], values[1]
+
+
 class DiffusionSampler:
     """Config-driven sampler: DDPM, DDIM or DPM-Solver++(2M) steps with classifier-free guidance.
 
@@ -34,6 +46,13 @@ class DiffusionSampler:
             because ancestral sampling always adds its posterior noise.
         guidance_scale: default classifier-free guidance scale ``s`` (``1`` = plain
             conditional, ``0`` = unconditional, ``> 1`` = stronger conditioning).
+        guidance_interval: ``[t_low, t_high]`` training timesteps (inclusive) where guidance
+            applies; elsewhere the step uses the plain conditional prediction (one forward of
+            ``B``, not ``2B``). ``None`` guides every step. Kynkäänniemi et al. 2024, "Applying
+            guidance in a limited interval improves sample and distribution quality in diffusion
+            models" (https://arxiv.org/abs/2404.07724): at high noise, strong guidance pulls every
+            sample of a class towards one layout (less variety); at low noise it only sharpens
+            details the condition no longer decides.
     """
 
     def __init__(
@@ -42,6 +61,7 @@ class DiffusionSampler:
         steps: int | None = 50,
         eta: float = 0.0,
         guidance_scale: float = 3.0,
+        guidance_interval: Sequence[int] | None = None,
     ) -> None:
         if kind not in SCHEDULERS:
             raise ValueError(f"kind must be one of {', '.join(SCHEDULERS)}; got {kind!r}")
@@ -53,11 +73,12 @@ class DiffusionSampler:
         self.steps = steps
         self.eta = float(eta)
         self.guidance_scale = validate_guidance_scale(guidance_scale)
+        self.guidance_interval = validate_guidance_interval(guidance_interval)
 
     def __repr__(self) -> str:
         return (
             f"DiffusionSampler(kind={self.kind!r}, steps={self.steps!r}, eta={self.eta!r}, "
-            f"guidance_scale={self.guidance_scale!r})"
+            f"guidance_scale={self.guidance_scale!r}, guidance_interval={self.guidance_interval!r})"
         )
 
     def build_scheduler(self, scheduler_config: Mapping[str, Any] | _NoiseScheduler) -> _NoiseScheduler:
@@ -143,7 +164,7 @@ class DiffusionSampler:
 
         for t in self._maybe_track(grid, progress):
             t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)  # (B,)
-            if scale == 1.0:
+            if scale == 1.0 or not self.guides_at(t):
                 model_output = denoiser(x, t_batch, cond_context)  # (B, C, H, W)
             else:
                 model_output = guided_prediction(denoiser, x, t_batch, cond_context, uncond_context, scale)
@@ -155,6 +176,13 @@ class DiffusionSampler:
         if return_trajectory_at is not None:
             return x, trajectory
         return x
+
+    def guides_at(self, t: int) -> bool:
+        """Whether guidance applies at timestep ``t`` (always without an interval)."""
+        if self.guidance_interval is None:
+            return True
+        low, high = self.guidance_interval
+        return low <= t <= high
 
     @staticmethod
     def _snap_to_grid(requested: Iterable[int], grid: list[int]) -> set[int]:

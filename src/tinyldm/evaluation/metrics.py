@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,8 @@ def evaluate_samples(
     batch_size: int = 500,
     min_samples: int = MIN_SAMPLES,
     seed: int = 0,
+    real_floor_labels: Any = None,
+    reconstruct: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Score generated digits against the held-out reference split.
 
@@ -215,13 +218,20 @@ def evaluate_samples(
         real_floor_images_uint8: real *training* images; a seeded random subset
             of N of them gives ``fid_floor``.  ``None`` -> floor keys are None.
         seed: picks that subset.
+        real_floor_labels: their labels (for ``recon_acc``).
+        reconstruct: the run's stage 1, uint8 ``(N, 28, 28)`` -> encode -> decode -> uint8. The same
+            real subset that gives the floor, reconstructed, is scored like the samples:
+            ``fid_recon`` (the best FID this decoder allows) and ``recon_acc``; ``fid_recon_ratio`` is
+            ``fid / fid_recon``. It tells whether stage 1 or stage 2 limits a run. (Reconstructions
+            of the reference split itself would flatter: they would be compared with themselves.)
 
     Returns:
         dict with ``cond_acc`` (None without requested labels), ``per_class_acc``
         (list, None for never-requested classes), ``confusion_matrix`` (rows =
         requested label), ``fid``, ``fid_floor``, ``fid_ratio``, ``classifier_acc``
         (its accuracy on the reference split), ``diversity``, ``pred_histogram``,
-        ``num_samples``, ``num_reference``.
+        ``num_samples``, ``num_reference``, and (with ``reconstruct``) ``fid_recon``, ``recon_acc``,
+        ``fid_recon_ratio``.
     """
     images, labels = validate_samples(images_uint8, labels, num_classes, min_samples=min_samples)
     ref_images, ref_labels = validate_samples(
@@ -278,4 +288,26 @@ def evaluate_samples(
         _fid_batches(fid, floor_images[pick], False, batch_size, device)
         result["fid_floor"] = max(0.0, float(fid.compute()))
         result["fid_ratio"] = result["fid"] / result["fid_floor"] if result["fid_floor"] > 0 else float("inf")
+        if reconstruct is not None:
+            result.update(_reconstruction_ceiling(fid, classifier, floor_images[pick], real_floor_labels, pick, reconstruct,
+                                                  batch_size, device, result["fid"]))
+    result.setdefault("fid_recon", None)
     return result
+
+
+def _reconstruction_ceiling(fid: FrechetInceptionDistance, classifier: DigitClassifier, real: np.ndarray, labels: Any,
+                            pick: np.ndarray, reconstruct: Callable[[np.ndarray], np.ndarray], batch_size: int,
+                            device: torch.device, sample_fid: float) -> dict[str, Any]:
+    """FID and accuracy of ``real`` images passed through stage 1, against the same reference statistics."""
+    reconstructed = np.ascontiguousarray(reconstruct(real))
+    if reconstructed.shape != real.shape or reconstructed.dtype != np.uint8:
+        raise ValueError(f"reconstruct must return uint8 {real.shape}, got {reconstructed.dtype} {reconstructed.shape}")
+    fid.reset()
+    _fid_batches(fid, reconstructed, False, batch_size, device)
+    fid_recon = max(0.0, float(fid.compute()))
+    out: dict[str, Any] = {"fid_recon": fid_recon, "fid_recon_ratio": sample_fid / fid_recon if fid_recon > 0 else float("inf"),
+                           "recon_acc": None}
+    if labels is not None:
+        _, preds = predict(classifier, reconstructed, batch_size)
+        out["recon_acc"] = (preds == torch.as_tensor(np.asarray(labels)[pick])).double().mean().item()
+    return out

@@ -7,22 +7,29 @@ figures under the same keys (``eval/cond_acc``, ``eval/fid``, ``eval/fid_floor``
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.evaluation.classifier import dataset_arrays, load_or_train_classifier
 from tinyldm.evaluation.metrics import evaluate_samples
 
 log = logging.getLogger(__name__)
-SCALAR_KEYS = ("cond_acc", "fid", "fid_floor", "fid_ratio", "classifier_acc", "diversity", "num_samples")
+SCALAR_KEYS = ("cond_acc", "fid", "fid_floor", "fid_ratio", "fid_recon", "fid_recon_ratio", "recon_acc", "classifier_acc",
+               "diversity", "num_samples")
 
 
 def score(images: np.ndarray, labels: np.ndarray, datamodule: Any, cache_dir: str | Path,
-          classifier_epochs: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Scores of uint8 ``images`` (N, 28, 28) requested as ``labels`` (N,) on ``datamodule``'s held-out split."""
+          classifier_epochs: int | None = None, seed: int = 0, autoencoder: Autoencoder | None = None) -> dict[str, Any]:
+    """Scores of uint8 ``images`` (N, 28, 28) requested as ``labels`` (N,) on ``datamodule``'s held-out split.
+
+    With the run's stage-1 ``autoencoder``, the real-floor subset is also scored after encode -> decode
+    (the reconstruction ceiling: ``fid_recon``, ``recon_acc``).
+    """
     datamodule.setup()
     if tuple(images.shape[1:]) != (28, 28):
         raise ValueError(f"samples have image size {tuple(images.shape[1:])}, but dataset {datamodule.name!r} "
@@ -30,12 +37,29 @@ def score(images: np.ndarray, labels: np.ndarray, datamodule: Any, cache_dir: st
     device = "cuda" if torch.cuda.is_available() else "cpu"
     classifier, info = load_or_train_classifier(datamodule.name, datamodule, cache_dir, epochs=classifier_epochs, device=device)
     reference_images, reference_labels = dataset_arrays(datamodule.val_dataset)
-    train_images, _ = dataset_arrays(datamodule.train_dataset)
+    train_images, train_labels = dataset_arrays(datamodule.train_dataset)
+    reconstruct = None if autoencoder is None else partial(reconstruct_uint8, autoencoder, datamodule)
     result = evaluate_samples(images, labels, reference_images, reference_labels, classifier, datamodule.num_classes,
-                              real_floor_images_uint8=train_images, seed=seed)
+                              real_floor_images_uint8=train_images, seed=seed, real_floor_labels=train_labels,
+                              reconstruct=reconstruct)
     result["classifier_test_acc"] = info["test_accuracy"]
     result["classifier_cache"] = info["cache_path"]
     return result
+
+
+@torch.no_grad()
+def reconstruct_uint8(autoencoder: Autoencoder, datamodule: Any, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """uint8 (N, 28, 28) -> the datamodule's model space -> encode -> decode (fp32, eval mode) -> uint8 (N, 28, 28)."""
+    was_training = autoencoder.training
+    autoencoder.eval()
+    device = next(iter(autoencoder.buffers())).device
+    out = []
+    with torch.autocast(device_type=device.type, enabled=False):
+        for chunk in np.array_split(images, max(1, -(-len(images) // batch_size))):
+            x = datamodule.from_uint8(chunk).to(device)  # (B, 1, S, S) in [-1, 1]
+            out.append(datamodule.to_uint8(autoencoder.decode(autoencoder.encode(x).float())))
+    autoencoder.train(was_training)
+    return np.concatenate(out)
 
 
 def prefixed(result: dict[str, Any], prefix: str = "eval/") -> dict[str, Any]:

@@ -58,6 +58,7 @@ class LatentDiffusionModule(L.LightningModule):
         lr_scheduler: Mapping[str, Any] | None = None,
         ema_decay: float = 0.999,
         min_snr_gamma: float | None = None,
+        channels_last: bool = False,
         image_pad: int = 2,
         grid: Mapping[str, Any] | None = None,
         seed: int = 0,
@@ -75,13 +76,14 @@ class LatentDiffusionModule(L.LightningModule):
         self.autoencoder: Autoencoder = build(dict(autoencoder))
         self.autoencoder.requires_grad_(False).eval()
 
-        self.denoiser = ConditionalDenoiser(build(dict(unet)), build(dict(conditioner)))
+        self.denoiser = ConditionalDenoiser(build(dict(unet)), build(dict(conditioner)), channels_last=channels_last)
         # EMA of UNet + conditioner (torch.optim.swa_utils); sampling always uses these weights
         self.ema = AveragedModel(self.denoiser, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
         self.noise_scheduler = build(dict(scheduler))
         self.sampler: DiffusionSampler = build(dict(sampler))
         self._ema_step = 0  # the optimizer step the EMA last averaged
+        self._next_grid_step = int((grid or {}).get("every_n_steps", 0) or 0)  # when the next validation draws a grid
 
     # ------------------------------------------------------------------ plumbing
     def train(self, mode: bool = True) -> LatentDiffusionModule:
@@ -119,7 +121,7 @@ class LatentDiffusionModule(L.LightningModule):
         timesteps = torch.randint(0, T, (batch,), generator=generator, device=gen_device).to(device)  # (B,)
         noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(device)  # (B, C, h, w)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        context = denoiser.context(labels, batch, drop_labels=drop_labels)  # (B, K, D)
+        context = denoiser.context(labels, batch, drop_labels=drop_labels, generator=generator)  # (B, K, D)
         prediction = denoiser(noisy, timesteps, context)
         target = self.noise_scheduler.training_target(latents, noise, timesteps)
         gamma = self.hparams.get("min_snr_gamma")
@@ -132,13 +134,14 @@ class LatentDiffusionModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         latents, labels = batch  # (B, C, h, w) scaled latents, (B,)
         # Noise, timesteps and label dropping are a pure function of (seed, optimizer step, micro-batch,
-        # rank): Lightning does not checkpoint the global RNG, and this makes a resumed run bit-identical
+        # rank): Lightning does not checkpoint RNG states, and this makes a resumed run bit-identical
         # to an uninterrupted one. The micro-batch index keeps the batches accumulated into one
         # optimizer step (accumulate_grad_batches) from all drawing the same noise.
         accumulate = max(int(self.trainer.accumulate_grad_batches), 1)
         draw = self.global_step * accumulate + batch_idx % accumulate
-        torch.manual_seed(int(self.hparams.seed) * 1_000_003 + draw * max(self.trainer.world_size, 1) + self.global_rank)
-        loss = self.diffusion_loss(self.denoiser, latents, labels)
+        seed = int(self.hparams.seed) * 1_000_003 + draw * max(self.trainer.world_size, 1) + self.global_rank
+        generator = torch.Generator(device=latents.device).manual_seed(seed)  # a private stream: the global RNG is left alone
+        loss = self.diffusion_loss(self.denoiser, latents, labels, generator=generator)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"diffusion loss became {loss.item()} at step {self.global_step}; lower the learning rate "
@@ -164,11 +167,12 @@ class LatentDiffusionModule(L.LightningModule):
         self.log("ldm/val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
+        """A class grid at the first validation after every ``grid.every_n_steps`` optimizer steps."""
         grid_cfg = dict(self.hparams.grid or {})
-        every = int(grid_cfg.get("every_n_epochs", 0) or 0)
-        last_epoch = self.trainer.max_epochs is not None and self.current_epoch + 1 >= self.trainer.max_epochs
-        if self.trainer.sanity_checking or every <= 0 or not ((self.current_epoch + 1) % every == 0 or last_epoch):
+        every = int(grid_cfg.get("every_n_steps", 0) or 0)
+        if self.trainer.sanity_checking or every <= 0 or self.global_step < self._next_grid_step:
             return
+        self._next_grid_step = (self.global_step // every + 1) * every
         for scale in grid_cfg.get("guidance_scales") or [self.sampler.guidance_scale]:
             grid = self.sample_grid(int(grid_cfg.get("samples_per_class", 8)), float(scale), seed=0)
             caption = f"rows: classes 0-{max(self.num_classes - 1, 0)}, guidance {scale:g}, {self.sampler.kind}-{self.sampler.steps}"

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def encode_dataset(
     autoencoder: Autoencoder, dataset: TensorDataset, device: torch.device | str = "cpu", batch_size: int = 512
-) -> TensorDataset:
+) -> LatentDataset:
     """(N, 1, H, W) images + labels -> (N, C, h, w) scaled latents + the same labels, in fp32."""
     images, labels = dataset.tensors
     autoencoder = autoencoder.eval()
@@ -36,7 +36,24 @@ def encode_dataset(
         for chunk in images.split(batch_size):
             chunks.append((autoencoder.encode(chunk.to(device).float()).float() * scale).cpu())
     autoencoder.to(original_device)
-    return TensorDataset(torch.cat(chunks), labels.clone())
+    return LatentDataset(torch.cat(chunks), labels.clone())
+
+
+class LatentDataset(TensorDataset):
+    """A ``TensorDataset`` that hands out whole batches by indexing its tensors once.
+
+    ``DataLoader`` calls ``__getitems__`` with a batch's indices when a dataset has one, so a batch
+    is one gather per tensor instead of ``batch_size`` item look-ups and a collate.
+    """
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The collate function for :class:`LatentDataset` batches: nothing left to collate."""
+    return batch
 
 
 class LatentDataModule(L.LightningDataModule):
@@ -60,13 +77,24 @@ class LatentDataModule(L.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         start = time.perf_counter()
         self.train_dataset = encode_dataset(self.autoencoder, self.images.train_dataset, device)
-        self.val_dataset = encode_dataset(self.autoencoder, self.images.val_dataset, device)
+        self.val_dataset = encode_dataset(self.autoencoder, self._validated_part(self.images.val_dataset), device)
         latents = self.train_dataset.tensors[0]
         log.info(
             "Encoded %d training and %d validation images into latents of shape %s in %.1fs (latent std %.3f after scaling)",
             len(self.train_dataset), len(self.val_dataset), tuple(latents.shape[1:]),
             time.perf_counter() - start, latents.std().item(),
         )
+
+    def _validated_part(self, dataset: TensorDataset) -> TensorDataset:
+        """Only the validation images the trainer will read (``limit_val_batches`` batches) are encoded."""
+        limit = self.trainer.limit_val_batches if self.trainer is not None else None
+        if not isinstance(limit, int):
+            return dataset
+        return TensorDataset(*(tensor[: limit * self.val_batch_size] for tensor in dataset.tensors))
+
+    @property
+    def val_batch_size(self) -> int:
+        return max(self.batch_size, 256)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled per epoch from (seed, epoch), each rank its own shard.
@@ -78,7 +106,7 @@ class LatentDataModule(L.LightningDataModule):
         """
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = DistributedSampler(self.train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed * 100_003)
-        return DataLoader(self.train_dataset, batch_size=self.batch_size, sampler=sampler)
+        return DataLoader(self.train_dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=already_batched)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_dataset, batch_size=max(self.batch_size, 256), shuffle=False)
+        return DataLoader(self.val_dataset, batch_size=self.val_batch_size, shuffle=False, collate_fn=already_batched)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from tinyldm.callbacks.progress import BudgetLog
 from tinyldm.utils.checkpoints import SafeCheckpointIO
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,22 @@ def log_batch_sizes(trainer: L.Trainer, prefix: str, per_device: int, num_parame
         logger.log_hyperparams(values)
 
 
+def stage_length(section: DictConfig) -> dict[str, Any]:
+    """Trainer arguments for one stage's budget (``model.training`` or ``diffusion``).
+
+    In optimizer steps (``max_steps``) the stage costs the same on 5k or 60k images; it validates
+    ``ceil(max_steps / val_every_n_steps)`` times, evenly spaced, the last within a few steps of the
+    end. In epochs (``max_epochs``) it validates once per epoch, as Lightning does by default.
+    """
+    steps = section.get("max_steps")
+    if steps is None:
+        return {"max_epochs": int(section.max_epochs), "max_steps": -1}
+    steps = int(steps)
+    validations = math.ceil(steps / int(section.get("val_every_n_steps") or steps))
+    return {"max_steps": steps, "max_epochs": -1, "val_check_interval": max(steps // validations, 1),
+            "check_val_every_n_epoch": None}
+
+
 def build_trainer(cfg: DictConfig, stage: str, run_dir: Path, loggers: RunLoggers, **overrides: Any) -> L.Trainer:
     """A Trainer for ``stage`` with its own checkpoint folder and the stage's length overrides.
 
@@ -112,7 +130,7 @@ def build_trainer(cfg: DictConfig, stage: str, run_dir: Path, loggers: RunLogger
     plugins = trainer_kwargs.pop("plugins", None) or []
     plugins = [build(p) if isinstance(p, dict) else p for p in (plugins if isinstance(plugins, list) else [plugins])]
     stage_loggers = loggers.for_stage(stage)
-    callbacks = build_callbacks(cfg.get("callbacks"), run_dir / "checkpoints" / stage, bool(stage_loggers))
+    callbacks = [*build_callbacks(cfg.get("callbacks"), run_dir / "checkpoints" / stage, bool(stage_loggers)), BudgetLog(stage)]
     return build(
         trainer_kwargs,
         logger=stage_loggers if stage_loggers else False,

@@ -7,6 +7,7 @@ so the sweep summary callback can collect a multirun into one CSV and plot.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,18 +25,26 @@ from tinyldm.utils.instantiate import build
 log = logging.getLogger(__name__)
 
 
-def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """The images and labels to score; a samples file is checked here, before the classifier trains."""
+def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any], Any]:
+    """The images and labels to score, their settings and the run's stage-1 autoencoder (None if unknown).
+
+    A samples file is checked here, before the classifier trains; its autoencoder comes from the
+    checkpoint its metadata names, when that file is still there.
+    """
     if cfg.samples:
         images, labels, metadata = load_samples_npz(cfg.samples)
         images, labels = validate_samples(images, labels, datamodule.num_classes, what=f"samples={cfg.samples!r}")
-        return images, labels, metadata
+        ckpt = metadata.get("ckpt")
+        if ckpt and Path(str(ckpt)).is_file():
+            return images, labels, metadata, load_diffusion_checkpoint(ckpt, resolve_device(cfg.device)).autoencoder
+        log.info("No reconstruction ceiling: the samples file names no readable checkpoint (metadata ckpt=%r)", ckpt)
+        return images, labels, metadata, None
     sampler = build(cfg.sampler)
     model = load_diffusion_checkpoint(cfg.ckpt, resolve_device(cfg.device))
     labels = requested_labels(model, int(cfg.evaluation.n_per_class), None, None)
     images = generate(model, labels, sampler, int(cfg.seed), int(cfg.evaluation.batch_size))
     settings = {"ckpt": str(cfg.ckpt), "sampler": OmegaConf.to_container(cfg.sampler, resolve=True)}
-    return datamodule.to_uint8(images), labels.numpy(), settings
+    return datamodule.to_uint8(images), labels.numpy(), settings, model.autoencoder
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -45,8 +54,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise FileExistsError(f"{str(run_dir / 'metrics.json')!r} already exists: evaluate into a new directory "
                               "(leave hydra.run.dir unset) so no earlier result is replaced")
     datamodule = build(cfg.dataset)
-    images, labels, settings = samples_for(cfg, datamodule)
-    result = score(images, labels, datamodule, cfg.paths.cache_dir, cfg.evaluation.classifier_epochs, int(cfg.seed))
+    images, labels, settings, autoencoder = samples_for(cfg, datamodule)
+    result = score(images, labels, datamodule, cfg.paths.cache_dir, cfg.evaluation.classifier_epochs, int(cfg.seed),
+                   autoencoder=autoencoder)
     print(format_table(result, f"evaluation of {cfg.samples or cfg.ckpt} on {cfg.dataset.name}"))
     metrics = {**prefixed(result), "samples": cfg.samples, "ckpt": cfg.ckpt, "dataset": cfg.dataset.name,
                "dataset_source": datamodule.source_used}

@@ -13,7 +13,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.lit.autoencoder_module import STAGE, AutoencoderModule, compute_scale_factor
-from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes
+from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes, stage_length
 from tinyldm.utils.autoencoder_cache import AutoencoderCache
 from tinyldm.utils.distributed import is_global_zero
 
@@ -46,11 +46,12 @@ def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDat
     if training.get("batch_size"):
         # small autoencoders on a few thousand images need many small steps more than big batches
         datamodule.batch_size = int(training.batch_size)
-    max_epochs = int(training.max_epochs)
-    trainer = build_trainer(cfg, STAGE, run_dir, loggers, max_epochs=max(max_epochs, 1))
+    length = stage_length(training)
+    trains = module.autoencoder.is_trainable and (length["max_steps"] > 0 or length["max_epochs"] > 0)
+    trainer = build_trainer(cfg, STAGE, run_dir, loggers, **(length if trains else {"max_epochs": 1}))
     log_batch_sizes(trainer, "ae", int(datamodule.batch_size), sum(p.numel() for p in module.autoencoder.parameters()))
     start = time.perf_counter()
-    if module.autoencoder.is_trainable and max_epochs > 0:
+    if trains:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     else:  # e.g. model=identity: nothing to learn, but still measure the reconstruction metrics
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -65,12 +66,13 @@ def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDat
 
     checkpoint = run_dir / "checkpoints" / "autoencoder.ckpt"
     trainer.save_checkpoint(checkpoint)
-    seen = len(datamodule.train_dataset) * trainer.current_epoch if module.autoencoder.is_trainable else 0
+    seen = trainer.global_step * int(datamodule.batch_size) * trainer.world_size
     metrics.update({
         "ae/scale_factor": scale,
         "ae/wall_seconds": fit_seconds,
         "ae/train_images_per_second": seen / fit_seconds if seen else 0.0,
         "ae/epochs": trainer.current_epoch,
+        "ae/steps": trainer.global_step,
         "ae/num_parameters": sum(p.numel() for p in module.autoencoder.parameters()),
     })
     return StageResult(checkpoint, metrics)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import STAGE, LatentDiffusionModule
 from tinyldm.lit.latent_cache import LatentDataModule
-from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes
+from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes, stage_length
 from tinyldm.tasks.stage1 import StageResult, _stage_metrics
 from tinyldm.tasks.validation import check_stage2_parts
 from tinyldm.utils.checkpoints import require_stage, restore_module
@@ -39,6 +39,7 @@ def build_diffusion_module(cfg: DictConfig, autoencoder_ckpt: Path, datamodule: 
         latent_shape=list(latent_shape),
         ema_decay=float(diffusion.ema_decay),
         min_snr_gamma=diffusion.get("min_snr_gamma"),
+        channels_last=bool(diffusion.get("channels_last", False)),
         image_pad=datamodule.pad,
         grid=OmegaConf.to_container(diffusion.grid, resolve=True),
         seed=int(cfg.seed),
@@ -55,7 +56,7 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
     """Fit stage 2 (resuming from ``ckpt_path`` when given), save ``diffusion.ckpt``, then evaluate."""
     module = build_diffusion_module(cfg, autoencoder_ckpt, datamodule, run_dir)
     latents = LatentDataModule(datamodule, module.autoencoder, batch_size=int(cfg.diffusion.batch_size), seed=int(cfg.seed))
-    trainer = build_trainer(cfg, STAGE, run_dir, loggers, max_epochs=int(cfg.diffusion.max_epochs))
+    trainer = build_trainer(cfg, STAGE, run_dir, loggers, **stage_length(cfg.diffusion))
     log_batch_sizes(trainer, "ldm", int(cfg.diffusion.batch_size), sum(p.numel() for p in module.denoiser.parameters()))
     start = time.perf_counter()
     trainer.fit(module, datamodule=latents, ckpt_path=str(ckpt_path) if ckpt_path else None)
@@ -64,11 +65,12 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
     checkpoint = run_dir / "checkpoints" / "diffusion.ckpt"
     trainer.save_checkpoint(checkpoint)
     metrics = _stage_metrics(trainer, "ldm/val/")
-    seen = len(latents.train_dataset) * trainer.current_epoch
+    seen = trainer.global_step * int(cfg.diffusion.batch_size) * trainer.world_size
     metrics.update({
         "ldm/wall_seconds": fit_seconds,
         "ldm/train_images_per_second": seen / fit_seconds if fit_seconds else 0.0,
         "ldm/epochs": trainer.current_epoch,
+        "ldm/steps": trainer.global_step,
         "ldm/num_parameters": sum(p.numel() for p in module.denoiser.parameters()),
     })
     if trainer.is_global_zero:
@@ -100,7 +102,7 @@ def evaluate_model(module: LatentDiffusionModule, datamodule: L.LightningDataMod
     images = generate(module, labels, module.sampler, int(evaluation.seed), int(evaluation.batch_size))
     sample_seconds = time.perf_counter() - start
     result = score(datamodule.to_uint8(images), labels.numpy(), datamodule, cfg.paths.cache_dir,
-                   evaluation.classifier_epochs, int(evaluation.seed))
+                   evaluation.classifier_epochs, int(evaluation.seed), autoencoder=module.autoencoder)
     log.info("\n%s", format_table(result, f"evaluation of the final EMA model ({module.sampler})"))
     result.update({"sample_images_per_second": len(labels) / sample_seconds, "guidance_scale": module.sampler.guidance_scale,
                    "sampler_steps": module.sampler.steps})

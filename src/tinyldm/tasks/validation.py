@@ -26,7 +26,7 @@ from tinyldm.utils.instantiate import build
 log = logging.getLogger(__name__)
 STAGE_CHOICES = ("autoencoder", "diffusion", "all")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-# stage lengths live with each stage (model.training.max_epochs, diffusion.max_epochs); a trainer-wide
+# stage lengths live with each stage (model.training.max_steps, diffusion.max_steps); a trainer-wide
 # length would apply to both stages at once and was silently overridden
 _TRAINER_LENGTH_KEYS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time")
 
@@ -49,19 +49,34 @@ def check_train_config(cfg: DictConfig) -> None:
             if OmegaConf.select(cfg, f"trainer.{key}") is not None:
                 raise ValueError(
                     f"trainer.{key}={OmegaConf.select(cfg, f'trainer.{key}')!r} is not used: each stage sets its own length, "
-                    "model.training.max_epochs (stage 1) and diffusion.max_epochs (stage 2); remove the trainer setting"
+                    "model.training.max_steps (stage 1) and diffusion.max_steps (stage 2), or their max_epochs; "
+                    "remove the trainer setting"
                 )
         autoencoder = stage1.autoencoder if stage1 is not None else build(cfg.model.net)
         training = cfg.model.training
-        check_int(training.get("max_epochs"), "model.training.max_epochs", 1 if autoencoder.is_trainable else 0)
+        check_budget(training, "model.training", 1 if autoencoder.is_trainable else 0)
         check_int(training.get("batch_size"), "model.training.batch_size", 1, allow_none=True)
         if cfg.stage in ("diffusion", "all"):
             check_int(cfg.diffusion.batch_size, "diffusion.batch_size", 1)
-            check_int(cfg.diffusion.max_epochs, "diffusion.max_epochs", 1)
+            check_budget(cfg.diffusion, "diffusion", 1)
+            check_int(cfg.diffusion.grid.get("every_n_steps", 0), "diffusion.grid.every_n_steps", 0)
             datamodule = build(cfg.dataset)  # validates the dataset settings; loads nothing yet
             check_stage2_parts(cfg, autoencoder.latent_shape(datamodule.image_shape), datamodule.num_classes)
             if cfg.evaluation.enabled:
                 check_evaluation(cfg.evaluation)
+
+
+def check_budget(section: DictConfig, name: str, minimum: int) -> None:
+    """A stage's length: exactly one of ``max_steps`` (optimizer steps) and ``max_epochs``, never both."""
+    steps, epochs = section.get("max_steps"), section.get("max_epochs")
+    if (steps is None) == (epochs is None):
+        raise ValueError(f"{name}.max_steps={steps!r} and {name}.max_epochs={epochs!r}: set exactly one of them "
+                         f"(the other null), e.g. {name}.max_steps=null {name}.max_epochs=20 to count in epochs")
+    if steps is not None:
+        check_int(steps, f"{name}.max_steps", minimum)
+    else:
+        check_int(epochs, f"{name}.max_epochs", minimum)
+    check_int(section.get("val_every_n_steps"), f"{name}.val_every_n_steps", 1, allow_none=True)
 
 
 def check_evaluation(evaluation: DictConfig) -> None:
