@@ -9,22 +9,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 
-def diffusion_module(cfg: DictConfig, latent_shape: Sequence[int] = (4, 8, 8), seed: int = 0, **hparams: Any):
-    """A ``LatentDiffusionModule`` as ``cfg`` describes it, on ``latent_shape``, initialised from ``seed``."""
-    from tinyldm.lit.diffusion_module import LatentDiffusionModule
-    from tinyldm.tasks.validation import unet_config_for
+def diffusion_module(cfg: DictConfig, latent_shape: Sequence[int] = (4, 8, 8), seed: int = 0, **diffusion: Any):
+    """The untrained ``LatentDiffusionModule`` ``cfg`` describes (with ``diffusion.*`` overrides), from ``seed``."""
+    from tinyldm.tasks.stage2 import module_from_config
 
-    def plain(node):
-        return OmegaConf.to_container(node, resolve=True)
-
+    cfg = OmegaConf.merge(cfg, {"diffusion": diffusion}) if diffusion else cfg
     torch.manual_seed(seed)
-    return LatentDiffusionModule(
-        autoencoder=plain(cfg.model.net),
-        unet=plain(OmegaConf.create(unet_config_for(cfg.unet, latent_shape))),
-        conditioner=plain(cfg.conditioner),
-        scheduler=plain(cfg.scheduler),
-        sampler=plain(cfg.sampler),
-        optimizer=plain(cfg.diffusion.optimizer),
-        latent_shape=list(latent_shape),
-        **hparams,
-    )
+    return module_from_config(cfg, latent_shape)

@@ -28,7 +28,7 @@ def test_stage1_smoke_run_leaves_checkpoint_and_metrics(compose, tmp_path, model
 
 def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, caplog):
     cache = tmp_path / "cache"  # the compose fixture's paths.cache_dir too
-    # sampler.steps: +experiment is applied after debug=smoke, so it would restore its 50 steps
+    # sampler.steps: +experiment is applied after debug=smoke, so it would restore its 20 steps
     overrides = ["model=vqvae", "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", *path_overrides(tmp_path, cache)]
     first = tmp_path / "first"
     run_script("train.py", overrides, first)
@@ -36,7 +36,7 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     assert (first / "checkpoints" / "autoencoder.ckpt").is_file()
     assert (first / "checkpoints" / "diffusion.ckpt").is_file()
     assert (first / "samples.png").is_file()
-    assert list((first / "images").glob("ldm_samples_guidance_3_*.png"))
+    assert list((first / "images").glob("ldm_samples_guidance_2_*.png"))
     assert metrics["autoencoder_reused"] is False
     assert metrics["dataset"] == "mnist" and metrics["dataset_source"].startswith("bundled")
     assert metrics["ldm/val/loss"] > 0

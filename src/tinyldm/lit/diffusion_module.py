@@ -180,7 +180,10 @@ class LatentDiffusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
-        return build_optimizers(self.denoiser.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler, total_steps)
+        clips_mixed = (self._trainer is not None and bool(self.trainer.gradient_clip_val)
+                       and "mixed" in str(self.trainer.precision))
+        return build_optimizers(self.denoiser.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler, total_steps,
+                                allow_fused=not clips_mixed)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

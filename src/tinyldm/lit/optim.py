@@ -7,11 +7,14 @@ without Hydra, and build them here the same way.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from tinyldm.utils.instantiate import build
+
+log = logging.getLogger(__name__)
 
 
 def build_optimizers(
@@ -19,14 +22,23 @@ def build_optimizers(
     optimizer: Mapping[str, Any],
     lr_scheduler: Mapping[str, Any] | None,
     total_steps: int | None = None,
+    allow_fused: bool = True,
 ) -> dict[str, Any]:
     """Return the dict Lightning's ``configure_optimizers`` expects.
 
     ``lr_scheduler`` is ``{"scheduler": <partial config>, "interval": "step"|"epoch", ...}``.
     Schedulers that take a ``total_steps`` argument (OneCycleLR) get the trainer's estimate unless
     the config sets it, so the schedule follows ``max_epochs`` without a second number to keep in sync.
+
+    ``allow_fused=False`` drops a configured ``fused: true``: a fused optimizer unscales its own
+    gradients, which Lightning cannot combine with gradient clipping under mixed precision, and
+    the fused kernel is a speed setting, not a different optimizer.
     """
-    opt = build(dict(optimizer))(params=params)
+    optimizer = dict(optimizer)
+    if optimizer.get("fused") and not allow_fused:
+        log.info("optimizer.fused=true ignored: gradient clipping under mixed precision needs the unfused optimizer")
+        optimizer["fused"] = None
+    opt = build(optimizer)(params=params)
     if not lr_scheduler:
         return {"optimizer": opt}
     spec = dict(lr_scheduler)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
@@ -14,7 +16,7 @@ from tinyldm.lit.diffusion_module import STAGE, LatentDiffusionModule
 from tinyldm.lit.latent_cache import LatentDataModule
 from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes, stage_length
 from tinyldm.tasks.stage1 import StageResult, _stage_metrics
-from tinyldm.tasks.validation import check_stage2_parts
+from tinyldm.tasks.validation import check_stage2_parts, unet_config_for
 from tinyldm.utils.checkpoints import require_stage, restore_module
 from tinyldm.callbacks.image_logging import log_image_grid
 from tinyldm.utils.images import save_png
@@ -22,29 +24,38 @@ from tinyldm.utils.images import save_png
 log = logging.getLogger(__name__)
 
 
-def build_diffusion_module(cfg: DictConfig, autoencoder_ckpt: Path, datamodule: L.LightningDataModule, run_dir: Path) -> LatentDiffusionModule:
-    """A stage-2 module carrying a copy of the stage-1 autoencoder (weights + scale factor)."""
-    stage1 = restore_module(AutoencoderModule, require_stage(autoencoder_ckpt, "autoencoder"), autoencoder_ckpt)
-    latent_shape = stage1.autoencoder.latent_shape(datamodule.image_shape)
-    unet_config = check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
+def module_from_config(cfg: DictConfig, latent_shape: Sequence[int], autoencoder: Mapping[str, Any] | None = None,
+                       image_pad: int = 2, image_dir: str | None = None) -> LatentDiffusionModule:
+    """The stage-2 module ``cfg`` describes on ``latent_shape`` (untrained; stage 1 from ``cfg.model.net`` by default)."""
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True)
+
     diffusion = cfg.diffusion
-    module = LatentDiffusionModule(
-        autoencoder=dict(stage1.hparams.autoencoder),
-        unet=OmegaConf.to_container(OmegaConf.create(unet_config), resolve=True),
-        conditioner=OmegaConf.to_container(cfg.conditioner, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
-        optimizer=OmegaConf.to_container(diffusion.optimizer, resolve=True),
-        lr_scheduler=OmegaConf.to_container(diffusion.lr_scheduler, resolve=True) if diffusion.get("lr_scheduler") else None,
+    return LatentDiffusionModule(
+        autoencoder=dict(autoencoder) if autoencoder is not None else plain(cfg.model.net),
+        unet=plain(OmegaConf.create(unet_config_for(cfg.unet, latent_shape))),
+        conditioner=plain(cfg.conditioner),
+        scheduler=plain(cfg.scheduler),
+        sampler=plain(cfg.sampler),
+        optimizer=plain(diffusion.optimizer),
+        lr_scheduler=plain(diffusion.lr_scheduler) if diffusion.get("lr_scheduler") else None,
         latent_shape=list(latent_shape),
         ema_decay=float(diffusion.ema_decay),
         min_snr_gamma=diffusion.get("min_snr_gamma"),
         channels_last=bool(diffusion.get("channels_last", False)),
-        image_pad=datamodule.pad,
-        grid=OmegaConf.to_container(diffusion.grid, resolve=True),
+        image_pad=image_pad,
+        grid=plain(diffusion.grid),
         seed=int(cfg.seed),
-        image_dir=str(run_dir / "images"),
+        image_dir=image_dir,
     )
+
+
+def build_diffusion_module(cfg: DictConfig, autoencoder_ckpt: Path, datamodule: L.LightningDataModule, run_dir: Path) -> LatentDiffusionModule:
+    """A stage-2 module carrying a copy of the stage-1 autoencoder (weights + scale factor)."""
+    stage1 = restore_module(AutoencoderModule, require_stage(autoencoder_ckpt, "autoencoder"), autoencoder_ckpt)
+    latent_shape = stage1.autoencoder.latent_shape(datamodule.image_shape)
+    check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
+    module = module_from_config(cfg, latent_shape, dict(stage1.hparams.autoencoder), datamodule.pad, str(run_dir / "images"))
     module.autoencoder.load_state_dict(stage1.autoencoder.state_dict())
     log.info("Stage 2 on latents %s with scale factor %.4f from %s", latent_shape,
              float(module.autoencoder.scale_factor), autoencoder_ckpt)
@@ -63,7 +74,7 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
     fit_seconds = time.perf_counter() - start
 
     checkpoint = run_dir / "checkpoints" / "diffusion.ckpt"
-    trainer.save_checkpoint(checkpoint)
+    trainer.save_checkpoint(checkpoint, weights_only=False)  # the full training state, so the file can be resumed
     metrics = _stage_metrics(trainer, "ldm/val/")
     seen = trainer.global_step * int(cfg.diffusion.batch_size) * trainer.world_size
     metrics.update({
