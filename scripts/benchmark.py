@@ -1,6 +1,13 @@
 """Stage-2 benchmark: latent vs pixel-space throughput at equal UNet config, and sampling speed.
 
     python scripts/benchmark.py [--models ae vae vqvae identity] [--unet small] [--json out.json]
+    python scripts/benchmark.py --loop [--loop-epochs 24]     # the whole stage-2 loop, A/B of its settings
+
+``--loop`` runs the real stage-2 task (``train.py stage=diffusion``, Lightning loop, validation,
+grids) of the main job on the same cached latents under several loop settings, one after the
+other in this process, and reports training images per second of wall time (validation and
+grids included): the 0.1 loop (validation every epoch on the whole split, grids every 12 epochs)
+against the step-budgeted loop and its options. Every variant sees the same number of images.
 
 For each stage-1 model the real ``LatentDiffusionModule`` is built from the composed configs
 (weights are untrained: speed does not depend on them) and timed on:
@@ -22,28 +29,20 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tinyldm.lit.diffusion_module import LatentDiffusionModule
+from tinyldm.tasks.stage2 import module_from_config
+from tinyldm.utils.instantiate import build
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from tinyldm.lit.diffusion_module import LatentDiffusionModule  # noqa: E402
-from tinyldm.tasks.validation import unet_config_for  # noqa: E402
-from tinyldm.utils.instantiate import build  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 
 def build_module(model: str, unet: str, device: torch.device) -> LatentDiffusionModule:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model}", f"unet={unet}", "paths.root_dir=.", "paths.output_dir=."])
-    autoencoder = build(cfg.model.net)
-    latent_shape = autoencoder.latent_shape((1, 32, 32))
-    container = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
-    module = LatentDiffusionModule(
-        autoencoder=container(cfg.model.net), unet=unet_config_for(cfg.unet, latent_shape) | {"context_dim": cfg.conditioner.context_dim},
-        conditioner=container(cfg.conditioner), scheduler=container(cfg.scheduler), sampler=container(cfg.sampler),
-        optimizer=container(cfg.diffusion.optimizer), latent_shape=list(latent_shape),
-    )
-    return module.to(device)
+    latent_shape = build(cfg.model.net).latent_shape((1, 32, 32))
+    return module_from_config(cfg, latent_shape).to(device)
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -87,6 +86,58 @@ def sample_images_per_second(module: LatentDiffusionModule, kind: str, steps: in
     return batch / seconds, run_steps < steps
 
 
+BASE_128 = ["diffusion.batch_size=128", "diffusion.channels_last=false", "diffusion.optimizer.fused=false"]
+LOOP_VARIANTS = {
+    # name: overrides; {steps} (batch 128) and {epochs} are filled in for the same number of training images
+    "0.1 loop: validate every epoch on the whole split, grids every 12 epochs": [
+        *BASE_128, "diffusion.max_steps=null", "diffusion.max_epochs={epochs}", "trainer.limit_val_batches=1.0",
+        "diffusion.grid.every_n_steps={grid_steps}"],
+    "step loop: validate every 250 steps on <= 8 batches, grids every 1000": [*BASE_128, "diffusion.max_steps={steps}"],
+    "+ channels_last + fused AdamW": ["diffusion.batch_size=128", "diffusion.max_steps={steps}"],
+    "+ batch 256 (half the steps): the default": ["diffusion.max_steps={half_steps}"],
+}
+
+
+def loop_benchmark(epochs: int, workdir: Path) -> list[dict]:
+    """Run stage 2 of the main job under each of LOOP_VARIANTS; images/s over the fit's wall time."""
+    import math
+
+    from tinyldm.lit.autoencoder_module import AutoencoderModule
+    from tinyldm.tasks import train
+
+    def config(overrides: list[str]):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return compose("train", overrides=["model=vqvae", "+experiment=mnist_cond", "logger=none", "evaluation.enabled=false",
+                                               f"paths.root_dir={workdir}", *overrides])
+
+    base = config([])
+    stage1 = AutoencoderModule(autoencoder=OmegaConf.to_container(base.model.net, resolve=True),
+                               optimizer=OmegaConf.to_container(base.model.training.optimizer, resolve=True))
+    ckpt = workdir / "stage1.ckpt"  # untrained weights: speed does not depend on them
+    torch.save({"state_dict": stage1.state_dict(), "hyper_parameters": dict(stage1.hparams),
+                "tinyldm": {"stage": "autoencoder", "version": "benchmark"}}, ckpt)
+    train_size = build(base.dataset)
+    train_size.setup()
+    steps_per_epoch = math.ceil(len(train_size.train_dataset) / 128)
+    fill = {"epochs": epochs, "steps": epochs * steps_per_epoch, "half_steps": epochs * steps_per_epoch // 2,
+            "grid_steps": 12 * steps_per_epoch}
+    rows = []
+    for i, (name, overrides) in enumerate(LOOP_VARIANTS.items()):
+        cfg = config(["stage=diffusion", f"autoencoder_ckpt={ckpt}", f"paths.output_dir={workdir}/run{i}",
+                      *(o.format(**fill) for o in overrides)])
+        metrics = train.run(cfg)
+        rows.append({"variant": name, "steps": metrics["ldm/steps"], "batch": int(cfg.diffusion.batch_size),
+                     "fit_seconds": metrics["ldm/wall_seconds"], "img_s": metrics["ldm/train_images_per_second"]})
+        print(f"measured {rows[-1]}", file=sys.stderr)
+    print(f"\nStage-2 loop on {train_size.name} ({len(train_size.train_dataset)} images), {torch.get_num_threads()} threads, "
+          f"{fill['steps'] * 128} training images per variant\n")
+    print("| loop | steps x batch | fit wall s | train img/s (wall) | vs 0.1 loop |\n|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['variant']} | {row['steps']} x {row['batch']} | {row['fit_seconds']:.0f} | {row['img_s']:.0f} "
+              f"| {row['img_s'] / rows[0]['img_s']:.2f}x |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["vqvae", "ae", "vae", "identity"])
@@ -95,8 +146,18 @@ def main() -> None:
     parser.add_argument("--sample-batch", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--loop", action="store_true", help="A/B the whole stage-2 loop instead (see the docstring)")
+    parser.add_argument("--loop-epochs", type=int, default=24, help="length of each loop variant, in 0.1-loop epochs")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.loop:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as workdir:
+            rows = loop_benchmark(args.loop_epochs, Path(workdir))
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return
 
     results = {}
     for model in args.models:

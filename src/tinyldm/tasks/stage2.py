@@ -43,6 +43,7 @@ def module_from_config(cfg: DictConfig, latent_shape: Sequence[int], autoencoder
         ema_decay=float(diffusion.ema_decay),
         min_snr_gamma=diffusion.get("min_snr_gamma"),
         channels_last=bool(diffusion.get("channels_last", False)),
+        compile_unet=bool(diffusion.get("compile_unet", False)),
         image_pad=image_pad,
         grid=plain(diffusion.grid),
         seed=int(cfg.seed),

@@ -1,0 +1,87 @@
+"""Where one stage-2 training step spends its time: a torch.profiler table (README: throughput).
+
+    python scripts/profile_stage2.py [--batch 128] [--steps 5] [--channels-last] [--fused] [--compile] [--rows 12]
+
+Profiles the real ``LatentDiffusionModule`` of the main job (``model=vqvae +experiment=mnist_cond``):
+the loss (noise, UNet forward, min-SNR weighting), backward, the AdamW step and the EMA update, on
+random latents (speed does not depend on the data). Prints the top operators by self CPU time and
+the share of each phase. ``--compile`` compiles the UNet in place (``diffusion.compile_unet``) and
+reports the first step's time, which includes the compilation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from tinyldm.tasks.stage2 import module_from_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=12)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--fused", action="store_true", help="fused AdamW")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (diffusion.compile_unet)")
+    args = parser.parse_args()
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["model=vqvae", "+experiment=mnist_cond", "paths.root_dir=.", "paths.output_dir=.",
+                                          f"diffusion.channels_last={args.channels_last}"])
+    module = module_from_config(cfg, (4, 8, 8))
+    module.denoiser.train()
+    if args.compile:
+        module.denoiser.unet.compile()
+    optimizer = torch.optim.AdamW(module.denoiser.parameters(), lr=1e-3, fused=args.fused or None)
+    latents, labels = torch.randn(args.batch, 4, 8, 8), torch.randint(0, 10, (args.batch,))
+
+    def step(seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        with record_function("phase: loss (noise + UNet forward)"):
+            loss = module.diffusion_loss(module.denoiser, latents, labels, generator=generator)
+        with record_function("phase: backward"):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with record_function("phase: AdamW step"):
+            optimizer.step()
+        with record_function("phase: EMA update"):
+            module.ema.update_parameters(module.denoiser)
+
+    first = time.perf_counter()
+    step(0)
+    first = time.perf_counter() - first  # includes the compilation with --compile
+    for seed in range(1, 3):  # warm-up: oneDNN picks its kernels on the first calls
+        step(seed)
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for seed in range(args.steps):
+            step(seed)
+    seconds = (time.perf_counter() - start) / args.steps
+    averages = prof.key_averages()
+    print(f"batch {args.batch}, {torch.get_num_threads()} threads, channels_last={args.channels_last}, fused={args.fused}, "
+          f"compile={args.compile}: first step {first:.1f} s; {seconds * 1000:.0f} ms per step under the profiler "
+          f"({args.batch / seconds:.0f} img/s)\n")
+    phases = [e for e in averages if e.key.startswith("phase:")]
+    total = sum(e.cpu_time_total for e in phases)
+    print("| phase | ms per step | share |\n|---|---|---|")
+    for e in sorted(phases, key=lambda e: -e.cpu_time_total):
+        print(f"| {e.key.removeprefix('phase: ')} | {e.cpu_time_total / 1000 / args.steps:.1f} | {e.cpu_time_total / total:.0%} |")
+    ops = sorted((e for e in averages if not e.key.startswith("phase:")), key=lambda e: -e.self_cpu_time_total)
+    self_total = sum(e.self_cpu_time_total for e in ops)
+    print("\n| operator | self ms per step | share | calls per step |\n|---|---|---|---|")
+    for e in ops[: args.rows]:
+        print(f"| `{e.key[:60]}` | {e.self_cpu_time_total / 1000 / args.steps:.1f} | {e.self_cpu_time_total / self_total:.0%} "
+              f"| {e.count // args.steps} |")
+
+
+if __name__ == "__main__":
+    main()
