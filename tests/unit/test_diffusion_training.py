@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -44,3 +45,56 @@ def test_stage_autoencoder_and_stage_all_train_identical_stage1_weights(compose,
     assert alone.keys() == both.keys()
     for key in alone:
         assert torch.equal(alone[key], both[key]), key
+
+
+def test_fused_adamw_is_kept_unless_lightning_must_clip_under_mixed_precision():
+    from tinyldm.lit.optim import build_optimizers
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    config = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "fused": True}
+    assert build_optimizers(params, config, None)["optimizer"].defaults["fused"] is True
+    unfused = build_optimizers(params, config, None, allow_fused=False)["optimizer"]
+    assert not unfused.defaults["fused"]
+    assert unfused.defaults["lr"] == 1e-3
+    assert config["fused"] is True  # the stored hyper-parameters are not edited
+
+
+@pytest.mark.slow  # inductor compiles the UNet: minutes on 2 CPU cores
+def test_compiled_unet_trains_and_keeps_the_eager_state_dict_keys(compose):
+    cfg = compose(["debug=smoke", "model=ae", "diffusion.compile_unet=true"])
+    module = diffusion_module(cfg, (4, 8, 8))
+    keys = set(module.state_dict())
+    data = TensorDataset(torch.randn(8, 4, 8, 8), torch.arange(8) % 10)
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(data, batch_size=4))
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["ldm/train/loss"])
+    assert set(module.state_dict()) == keys  # checkpoints of a compiled run load into an eager module
+
+
+@pytest.mark.parametrize("total_steps", [3, 5, 20, 40, 520])
+def test_one_cycle_schedule_builds_and_steps_for_short_budgets(total_steps):
+    from tinyldm.lit.optim import build_optimizers
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}
+    schedule = {"scheduler": {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 1e-3,
+                              "pct_start": 0.05}, "interval": "step"}
+    built = build_optimizers(params, optimizer, schedule, total_steps=total_steps)  # 20 x 0.05 = 1 divided by zero
+    scheduler = built["lr_scheduler"]["scheduler"]
+    rates = []  # the rate each optimizer step uses
+    for _ in range(total_steps):
+        rates.append(scheduler.get_last_lr()[0])
+        built["optimizer"].step()
+        scheduler.step()
+    assert max(rates) == pytest.approx(1e-3) and rates[0] < 1e-4 and rates[-1] < 1e-4  # warm-up, peak, anneal
+
+
+@pytest.mark.parametrize(("pct_start", "total_steps"), [(0.05, 20), (0.2, 5), (0.3, 3), (0.05, 520)])
+def test_one_cycle_pct_start_never_divides_by_zero(pct_start, total_steps):
+    from tinyldm.lit.optim import one_cycle_pct_start
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    usable = one_cycle_pct_start(pct_start, total_steps)
+    torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=total_steps, pct_start=usable)
+    assert usable == (pct_start if pct_start * total_steps >= 2 else 2 / total_steps)

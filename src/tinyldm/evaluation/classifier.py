@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from tinyldm.lit.optim import one_cycle_pct_start
 from tinyldm.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,8 @@ def train_classifier(
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
         steps = epochs * math.ceil(len(labels) / batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.2)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
+                                                       pct_start=one_cycle_pct_start(0.2, steps))
         for _ in range(epochs):
             model.train()
             for idx in torch.randperm(len(labels), generator=generator).split(batch_size):

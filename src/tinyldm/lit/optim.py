@@ -45,7 +45,25 @@ def build_optimizers(
     factory = build(dict(spec.pop("scheduler")))
     extra: dict[str, Any] = {}
     target = getattr(factory, "func", factory)
-    if total_steps and "total_steps" in inspect.signature(target).parameters and "total_steps" not in getattr(factory, "keywords", {}):
+    keywords = getattr(factory, "keywords", {})
+    if total_steps and "total_steps" in inspect.signature(target).parameters and "total_steps" not in keywords:
         extra["total_steps"] = max(int(total_steps), 1)
+    steps = extra.get("total_steps", keywords.get("total_steps"))
+    if target is torch.optim.lr_scheduler.OneCycleLR and steps:
+        pct_start = float(keywords.get("pct_start", 0.3))
+        extra["pct_start"] = one_cycle_pct_start(pct_start, int(steps))
+        if extra["pct_start"] != pct_start:
+            log.info("one-cycle schedule of %d steps: pct_start %.3g -> %.3g", steps, pct_start, extra["pct_start"])
     scheduler = factory(optimizer=opt, **extra)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, **spec}}
+
+
+def one_cycle_pct_start(pct_start: float, total_steps: int) -> float:
+    """A ``pct_start`` that ``OneCycleLR`` can use for ``total_steps``.
+
+    OneCycleLR divides by ``pct_start * total_steps - 1``, which is zero for e.g. 20 steps at
+    0.05 or 5 steps at 0.2. Budgets that short (but of at least 3 steps) warm up for 2 steps instead.
+    """
+    if total_steps >= 3 and pct_start * total_steps < 2:
+        return 2 / total_steps
+    return pct_start
