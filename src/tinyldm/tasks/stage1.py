@@ -65,7 +65,7 @@ def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDat
     log.info("Stage-1 latent scale factor (1 / std of %d training latents): %.4f", len(images), scale)
 
     checkpoint = run_dir / "checkpoints" / "autoencoder.ckpt"
-    trainer.save_checkpoint(checkpoint, weights_only=False)  # the full training state, so the file can be resumed
+    trainer.save_checkpoint(checkpoint)  # the full training state (optimizer, loops, callbacks), so the file can be resumed
     seen = trainer.global_step * int(datamodule.batch_size) * trainer.world_size
     metrics.update({
         "ae/scale_factor": scale,

@@ -75,7 +75,7 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
     fit_seconds = time.perf_counter() - start
 
     checkpoint = run_dir / "checkpoints" / "diffusion.ckpt"
-    trainer.save_checkpoint(checkpoint, weights_only=False)  # the full training state, so the file can be resumed
+    trainer.save_checkpoint(checkpoint)  # the full training state (optimizer, loops, callbacks), so the file can be resumed
     metrics = _stage_metrics(trainer, "ldm/val/")
     seen = trainer.global_step * int(cfg.diffusion.batch_size) * trainer.world_size
     metrics.update({
