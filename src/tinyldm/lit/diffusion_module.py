@@ -154,8 +154,8 @@ class LatentDiffusionModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.hparams.get("compile_unet"):
             # in place (nn.Module.compile): state-dict keys and checkpoints stay those of the eager UNet;
-            # the EMA copy that samples stays eager. Off by default: on 2 CPU cores it compiled for
-            # minutes and trained no faster (README: throughput).
+            # the EMA copy that samples stays eager. Off by default: on 2 CPU cores compiling took longer
+            # than it saves over the main job's budget (README: throughput).
             self.denoiser.unet.compile()
 
     def on_train_start(self) -> None:
