@@ -38,9 +38,14 @@ from tinyldm.utils.instantiate import build
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build_module(model: str, unet: str, device: torch.device) -> LatentDiffusionModule:
+def compose_train(overrides: list[str]):
+    """The composed ``train`` config with ``overrides`` (the benchmark scripts build modules from it, write nothing)."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model}", f"unet={unet}", "paths.root_dir=.", "paths.output_dir=."])
+        return compose("train", overrides=["paths.root_dir=.", "paths.output_dir=.", *overrides])
+
+
+def build_module(model: str, unet: str, device: torch.device) -> LatentDiffusionModule:
+    cfg = compose_train([f"model={model}", f"unet={unet}"])
     latent_shape = build(cfg.model.net).latent_shape((1, 32, 32))
     return module_from_config(cfg, latent_shape).to(device)
 
@@ -48,6 +53,8 @@ def build_module(model: str, unet: str, device: torch.device) -> LatentDiffusion
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -21,18 +21,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmark import compose_train, median_seconds  # scripts/benchmark.py
 from tinyldm.diffusion import DiffusionSampler
 from tinyldm.tasks.stage2 import module_from_config
 from tinyldm.utils.files import write_json, write_text
@@ -54,27 +52,12 @@ def seconds_per_call(fn: Callable[[], None], device: torch.device, repeats: int,
     fn()
     synchronize(device)
     first = time.perf_counter() - start
-    for _ in range(warmup - 1):
-        fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), first
+    return median_seconds(fn, repeats, warmup=warmup - 1), first
 
 
 def autocast(device: torch.device, precision: str):
     dtype = AUTOCAST[precision]
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def config(channels_last: bool):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("train", overrides=["model=vqvae", "+experiment=mnist_cond", "paths.root_dir=.", "paths.output_dir=.",
-                                           f"diffusion.channels_last={channels_last}"])
 
 
 def training_step(loss_fn: Callable[[], torch.Tensor], parameters, device: torch.device, precision: str) -> Callable[[], None]:
@@ -107,7 +90,7 @@ def stage2_flops_per_image(module, latents: torch.Tensor, labels: torch.Tensor) 
 
 def measure(device: torch.device, precision: str, batch: int, compiled: bool, channels_last: bool, repeats: int,
             sample_steps: int) -> dict:
-    cfg = config(channels_last)
+    cfg = compose_train(["model=vqvae", "+experiment=mnist_cond", f"diffusion.channels_last={channels_last}"])
     row = {"precision": precision, "batch": batch, "compile": compiled, "channels_last": channels_last}
 
     network = build(OmegaConf.to_container(cfg.model.net, resolve=True)).to(device)  # the main job's VQ-VAE

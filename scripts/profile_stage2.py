@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from benchmark import compose_train  # scripts/benchmark.py
 from tinyldm.tasks.stage2 import module_from_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -34,9 +31,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (diffusion.compile_unet)")
     args = parser.parse_args()
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["model=vqvae", "+experiment=mnist_cond", "paths.root_dir=.", "paths.output_dir=.",
-                                          f"diffusion.channels_last={args.channels_last}"])
+    cfg = compose_train(["model=vqvae", "+experiment=mnist_cond", f"diffusion.channels_last={args.channels_last}"])
     module = module_from_config(cfg, (4, 8, 8))
     module.denoiser.train()
     if args.compile:

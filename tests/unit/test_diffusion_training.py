@@ -98,3 +98,14 @@ def test_one_cycle_pct_start_never_divides_by_zero(pct_start, total_steps):
     usable = one_cycle_pct_start(pct_start, total_steps)
     torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=total_steps, pct_start=usable)
     assert usable == (pct_start if pct_start * total_steps >= 2 else 2 / total_steps)
+
+
+def test_fused_is_allowed_unless_the_trainer_clips_under_mixed_precision():
+    from types import SimpleNamespace
+
+    from tinyldm.lit.optim import fused_allowed
+
+    assert fused_allowed(None)
+    assert fused_allowed(SimpleNamespace(gradient_clip_val=1.0, precision="32-true"))
+    assert fused_allowed(SimpleNamespace(gradient_clip_val=None, precision="bf16-mixed"))
+    assert not fused_allowed(SimpleNamespace(gradient_clip_val=1.0, precision="16-mixed"))

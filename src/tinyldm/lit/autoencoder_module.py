@@ -19,7 +19,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.callbacks.image_logging import log_histogram, log_image_grid
-from tinyldm.lit.optim import build_optimizers
+from tinyldm.lit.optim import build_optimizers, fused_allowed
 from tinyldm.utils.checkpoints import stamp
 from tinyldm.utils.images import crop, grid_uint8, to_unit
 
@@ -114,7 +114,8 @@ class AutoencoderModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
-        return build_optimizers(self.autoencoder.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler, total_steps)
+        return build_optimizers(self.autoencoder.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler, total_steps,
+                                allow_fused=fused_allowed(self._trainer))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stamp(checkpoint, STAGE, self.loggers)

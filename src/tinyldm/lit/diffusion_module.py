@@ -21,7 +21,7 @@ from tinyldm.callbacks.image_logging import log_image_grid
 from tinyldm.diffusion import DiffusionSampler
 from tinyldm.diffusion.loss_weighting import min_snr_weights, validate_min_snr_gamma
 from tinyldm.lit.denoiser import ConditionalDenoiser
-from tinyldm.lit.optim import build_optimizers
+from tinyldm.lit.optim import build_optimizers, fused_allowed
 from tinyldm.utils.checkpoints import stamp
 from tinyldm.utils.images import grid_uint8
 
@@ -188,10 +188,8 @@ class LatentDiffusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
-        clips_mixed = (self._trainer is not None and bool(self.trainer.gradient_clip_val)
-                       and "mixed" in str(self.trainer.precision))
         return build_optimizers(self.denoiser.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler, total_steps,
-                                allow_fused=not clips_mixed)
+                                allow_fused=fused_allowed(self._trainer))
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

@@ -58,6 +58,11 @@ def build_optimizers(
     return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, **spec}}
 
 
+def fused_allowed(trainer: Any) -> bool:
+    """Whether ``trainer`` can step a fused optimizer: not when it clips gradients under mixed precision."""
+    return trainer is None or not (trainer.gradient_clip_val and "mixed" in str(trainer.precision))
+
+
 def one_cycle_pct_start(pct_start: float, total_steps: int) -> float:
     """A ``pct_start`` that ``OneCycleLR`` can use for ``total_steps``.
 
