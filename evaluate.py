@@ -4,11 +4,12 @@ import hydra
 from omegaconf import DictConfig
 
 from tinyldm.tasks import evaluate
+from tinyldm.utils.hydra_job import optimized_metric
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
-    return evaluate.optimized_metric(cfg, evaluate.run(cfg))
+    return optimized_metric(cfg, evaluate.run(cfg))
 
 
 if __name__ == "__main__":

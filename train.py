@@ -5,12 +5,13 @@ from omegaconf import DictConfig
 
 from tinyldm.tasks import train
 from tinyldm.utils.distributed import rewrite_child_argv
+from tinyldm.utils.hydra_job import optimized_metric
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = train.run(cfg)
-    return train.optimized_metric(cfg, metrics)
+    return optimized_metric(cfg, metrics)
 
 
 if __name__ == "__main__":

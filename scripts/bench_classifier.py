@@ -23,8 +23,8 @@ from tinyldm.evaluation import dataset_arrays, evaluate_samples, train_classifie
 def bench_split(dataset: str, root: str | None, source: str, seed: int, epochs: int | None, n: int) -> dict:
     datamodule = DigitsDataModule(name=dataset, root=root, source=source, seed=seed)
     datamodule.setup()
-    train_images, train_labels = dataset_arrays(datamodule.train_dataset)
-    val_images, val_labels = dataset_arrays(datamodule.val_dataset)
+    train_images, train_labels = dataset_arrays(datamodule.train_dataset, datamodule.pad)
+    val_images, val_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
     start = time.perf_counter()
     model, accuracy = train_classifier(train_images, train_labels, val_images, val_labels, epochs=epochs,
                                        num_classes=datamodule.num_classes)

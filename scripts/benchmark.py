@@ -32,7 +32,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tinyldm.lit.diffusion_module import LatentDiffusionModule
-from tinyldm.tasks.stage2 import module_from_config
+from tinyldm.training.stage2 import module_from_config
 from tinyldm.utils.instantiate import build
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from benchmark import compose_train, median_seconds  # scripts/benchmark.py
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmark import compose_train, median_seconds  # scripts/benchmark.py
 from tinyldm.diffusion import DiffusionSampler
-from tinyldm.tasks.stage2 import module_from_config
+from tinyldm.training.stage2 import module_from_config
 from tinyldm.utils.files import write_json, write_text
 from tinyldm.utils.instantiate import build
 

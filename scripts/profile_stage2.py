@@ -15,10 +15,10 @@ import argparse
 import time
 
 import torch
+from benchmark import compose_train  # scripts/benchmark.py
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from benchmark import compose_train  # scripts/benchmark.py
-from tinyldm.tasks.stage2 import module_from_config
+from tinyldm.training.stage2 import module_from_config
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: compose the real Hydra configs and run the real entry points.
+"""Shared fixtures: compose the real Hydra configs (the run helpers live in ``tests/helpers/runs.py``).
 
 Tests keep torch to one thread per process (pytest-xdist runs two workers on two cores; two
 multi-threaded torch processes slow each other down far more than 2x).
@@ -6,46 +6,16 @@ multi-threaded torch processes slow each other down far more than 2x).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO / "conf"
+from tests.helpers.runs import CONFIG_DIR, path_overrides
 
 torch.set_num_threads(1)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1",
-                "PYTHONWARNINGS": "ignore"})
-    return env
-
-
-def path_overrides(tmp: Path, cache: Path | None = None) -> list[str]:
-    """Keep every file a test run writes inside ``tmp`` (and the stage-1 cache in ``cache``)."""
-    return [f"paths.log_dir={tmp}/outputs", f"paths.data_dir={tmp}/data", f"paths.cache_dir={cache or tmp / 'cache'}"]
-
-
-def run_script(script: str, overrides: list[str], run_dir: Path, timeout: int = 400, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python <script> overrides... hydra.run.dir=<run_dir>`` from the repo root."""
-    command = [sys.executable, str(REPO / script), *overrides, f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
-
-
-def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture()

@@ -33,7 +33,7 @@ def test_both_stages_train_on_the_gpu_with_finite_losses(compose, precision):
 
 
 def test_16_mixed_scales_the_loss_and_latents_and_decoder_stay_fp32(compose):
-    from tinyldm.lit.latent_cache import encode_dataset
+    from tinyldm.data.latents import encode_dataset
 
     module = diffusion_module(compose(["debug=smoke", "model=ae"]), (4, 8, 8))
     data = TensorDataset(torch.randn(32, 4, 8, 8), torch.arange(32) % 10)
@@ -56,14 +56,14 @@ def test_16_mixed_scales_the_loss_and_latents_and_decoder_stay_fp32(compose):
 
 
 def test_a_gpu_trained_checkpoint_samples_on_the_cpu_like_on_the_gpu(compose, tmp_path):
+    from tinyldm.pipeline import LatentDiffusionPipeline
     from tinyldm.tasks import train
-    from tinyldm.tasks.sample import load_diffusion_checkpoint
 
     train.run(compose([*GPU_SMOKE, f"paths.output_dir={tmp_path}/run"]))
     checkpoint = tmp_path / "run" / "checkpoints" / "diffusion.ckpt"
     labels = torch.tensor([0, 3, 7, 9])
-    on_gpu = load_diffusion_checkpoint(checkpoint, device="cuda").sample(labels, generator=torch.Generator().manual_seed(0))
-    on_cpu = load_diffusion_checkpoint(checkpoint, device="cpu").sample(labels, generator=torch.Generator().manual_seed(0))
+    on_gpu = LatentDiffusionPipeline.from_checkpoint(checkpoint, device="cuda").model.sample(labels, generator=torch.Generator().manual_seed(0))
+    on_cpu = LatentDiffusionPipeline.from_checkpoint(checkpoint, device="cpu").model.sample(labels, generator=torch.Generator().manual_seed(0))
     assert on_gpu.dtype == on_cpu.dtype == torch.float32
     assert (on_gpu.cpu() - on_cpu).abs().mean() < CPU_GPU_MEAN_ABS_TOLERANCE
 

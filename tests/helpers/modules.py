@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 def diffusion_module(cfg: DictConfig, latent_shape: Sequence[int] = (4, 8, 8), seed: int = 0, **diffusion: Any):
     """The untrained ``LatentDiffusionModule`` ``cfg`` describes (with ``diffusion.*`` overrides), from ``seed``."""
-    from tinyldm.tasks.stage2 import module_from_config
+    from tinyldm.training.stage2 import module_from_config
 
     cfg = OmegaConf.merge(cfg, {"diffusion": diffusion}) if diffusion else cfg
     torch.manual_seed(seed)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.1.0"
-LEGACY_AUTOENCODER = FIXTURES / "autoencoder.ckpt"
-LEGACY_DIFFUSION = FIXTURES / "diffusion.ckpt"
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures"
+LEGACY_AUTOENCODER = FIXTURES_DIR / "release-0.1.0" / "autoencoder.ckpt"
+LEGACY_DIFFUSION = FIXTURES_DIR / "release-0.1.0" / "diffusion.ckpt"
 
 
 class RunsCodeWhenUnpickled:

@@ -26,7 +26,8 @@ def _run(compose, overrides):
         ("dataset.val_fraction=1.5", r"val_fraction"),
         ("unet.in_channels=3", r"unet.in_channels=3 does not match"),
         ("diffusion.min_snr_gamma=-1", r"min_snr_gamma.*null.*> 0, got -1"),
-        ("sampler.steps=2000", r"sampler: steps=2000 exceeds the scheduler's num_train_timesteps=1000"),
+        ("sampler.steps=2000", r"sampler: steps=2000 exceeds the noise schedule's num_train_timesteps=1000"),
+        ("sampler.clip_sample_range=0", r"clip_sample_range must be a finite number > 0, got 0"),
         ("diffusion.batch_size=0", r"diffusion.batch_size=0 is not allowed: it must be an integer >= 1"),
         ("diffusion.max_epochs=0", r"diffusion.max_epochs=0 is not allowed: it must be an integer >= 1"),
         ("model.training.batch_size=0", r"model.training.batch_size=0 is not allowed: it must be an integer >= 1 or null"),
@@ -59,7 +60,7 @@ def test_bad_values_are_refused_before_data_are_read(compose, monkeypatch):
 
 
 def test_identity_autoencoder_needs_no_stage1_epochs(compose):
-    from tinyldm.tasks.validation import check_train_config
+    from tinyldm.config_checks import check_train_config
 
     check_train_config(compose(["debug=smoke", "model=identity"]))  # model.training.max_epochs=0 is fine here
 
@@ -122,9 +123,9 @@ def test_missing_local_files_with_torchvision_source(compose, tmp_path, monkeypa
 
 @pytest.mark.parametrize(("depth", "warned"), [(0, True), (1, False)])
 def test_class_conditioning_without_cross_attention_warns(compose, caplog, depth, warned):
-    from tinyldm.tasks.validation import check_stage2_parts
+    from tinyldm.config_checks import check_stage2_parts
 
     cfg = compose(["debug=smoke", "conditioner=class", f"unet.transformer_depth={depth}"])
-    with caplog.at_level("WARNING", logger="tinyldm.tasks.validation"):
+    with caplog.at_level("WARNING", logger="tinyldm.config_checks"):
         check_stage2_parts(cfg, (4, 8, 8), num_classes=10)
     assert ("no cross-attention" in caplog.text) is warned

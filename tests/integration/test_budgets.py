@@ -42,7 +42,7 @@ def test_both_stages_run_their_step_budget_whatever_the_dataset_size(compose, tm
 
 
 def test_step_budget_sets_the_lr_schedule_and_validation_cadence(compose, tmp_path):
-    from tinyldm.tasks.builders import RunLoggers, build_trainer, stage_length
+    from tinyldm.training.trainer import RunLoggers, build_trainer, stage_length
 
     cfg = compose([*STEPS, "model=ae", "dataset=mnist_5k", "diffusion.max_steps=10", "diffusion.val_every_n_steps=4"])
     assert stage_length(cfg.diffusion) == {"max_steps": 10, "max_epochs": -1, "val_check_interval": 3,

@@ -6,7 +6,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import CONFIG_DIR
+from tests.helpers.runs import CONFIG_DIR
 
 GROUPS = ["dataset", "model", "scheduler", "sampler", "unet", "conditioner", "diffusion", "trainer", "logger", "callbacks", "debug"]
 
@@ -38,14 +38,14 @@ def test_every_model_dataset_pair_instantiates(compose, model, dataset):
     autoencoder = instantiate(cfg.model.net)
     latent_shape = autoencoder.latent_shape(datamodule.image_shape)
     assert latent_shape[0] == autoencoder.latent_channels
-    from tinyldm.tasks.validation import check_stage2_parts
+    from tinyldm.config_checks import check_stage2_parts
 
     unet_config = check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
     assert unet_config["in_channels"] == latent_shape[0] and unet_config["sample_size"] == latent_shape[1]
 
 
 def test_trainer_and_callbacks_instantiate(compose, tmp_path):
-    from tinyldm.tasks.builders import RunLoggers, build_trainer
+    from tinyldm.training.trainer import RunLoggers, build_trainer
 
     cfg = compose(["trainer=cpu", "logger=csv"])
     trainer = build_trainer(cfg, "autoencoder", tmp_path, RunLoggers(cfg.logger), max_epochs=1)

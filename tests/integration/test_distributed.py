@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from tests.conftest import path_overrides, read_metrics, run_script
+from tests.helpers.runs import path_overrides, read_metrics, run_script
 
 
 def test_ddp_cpu_whole_pipeline_writes_one_evaluated_run(tmp_path):

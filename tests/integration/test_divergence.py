@@ -6,7 +6,6 @@ import pytest
 import torch
 
 
-
 @pytest.mark.parametrize(
     ("stage_args", "module", "stage"),
     [

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import path_overrides, read_metrics, run_script
+from tests.helpers.runs import path_overrides, read_metrics, run_script
+from tinyldm.utils.images import to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
 
 def test_training_ends_with_an_evaluation(workspace):
     metrics = read_metrics(workspace["run"])
-    for key in ("eval/cond_acc", "eval/fid", "eval/fid_floor", "eval/classifier_test_acc", "eval/diversity"):
+    for key in ("eval/cond_acc", "eval/fid", "eval/fid_floor", "eval/classifier_val_acc", "eval/diversity"):
         assert key in metrics, key
     assert metrics["eval/num_samples"] == 60
     assert 0.0 <= metrics["eval/cond_acc"] <= 1.0 and metrics["eval/fid"] > 0
@@ -33,7 +34,7 @@ def test_evaluate_samples_file_reuses_cached_classifier(workspace, tmp_path):
 
     dm = DigitsDataModule(name="mnist_5k", source="bundled", seed=0)
     dm.setup()
-    images = dm.to_uint8(dm.val_dataset.tensors[0][:100])
+    images = to_uint8(dm.val_dataset.tensors[0][:100], dm.pad)
     labels = dm.val_dataset.tensors[1][:100].numpy()
     np.savez(tmp_path / "real.npz", images=images, labels=labels)
     result = run_script("evaluate.py", [f"samples={tmp_path / 'real.npz'}", "dataset=mnist_5k", "evaluation.classifier_epochs=1",

@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 
-from tests.conftest import REPO, subprocess_env
+from tests.helpers.runs import REPO, subprocess_env
 from tinyldm.data import write_idx
 
 

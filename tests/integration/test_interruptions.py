@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, path_overrides, read_metrics, subprocess_env
+from tests.helpers.runs import REPO, path_overrides, read_metrics, subprocess_env
 
 BASE = ["model=ae", "debug=smoke", "logger=none", "evaluation.enabled=false", "model.training.max_epochs=2",
         "diffusion.grid.every_n_steps=0"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import path_overrides, read_metrics, run_script
+from tests.helpers.runs import path_overrides, read_metrics, run_script
 
 
 def test_wandb_offline_run_holds_history_and_images(tmp_path):

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from tests.conftest import REPO, path_overrides, run_script
+from tests.helpers.runs import REPO, path_overrides, run_script
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, subprocess_env
+from tests.helpers.runs import REPO, subprocess_env
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import path_overrides, run_script
+from tests.helpers.runs import path_overrides, run_script
 
 
 @pytest.fixture(scope="module")

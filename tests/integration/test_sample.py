@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import path_overrides, run_script
+from tests.helpers.runs import path_overrides, run_script
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +91,10 @@ def test_sample_refuses_missing_folder_existing_file_and_stage1(compose, stage2_
 
 def test_concurrent_runs_to_one_output_never_replace_each_other(compose, stage2_checkpoint, tmp_path, monkeypatch):
     """A second run that checked ``out`` while it was free fails at write time; nothing it made is half-written."""
-    from tinyldm.tasks import sample
+    from tinyldm.pipeline import LatentDiffusionPipeline
 
     out = tmp_path / "shared.npz"
-    real_generate = sample.generate
+    real_generate = LatentDiffusionPipeline.generate
 
     def generate_while_another_run_finishes(*args, **kwargs):
         images = real_generate(*args, **kwargs)
@@ -102,7 +102,7 @@ def test_concurrent_runs_to_one_output_never_replace_each_other(compose, stage2_
         out.with_suffix(".png").write_bytes(b"the other run's grid")
         return images
 
-    monkeypatch.setattr(sample, "generate", generate_while_another_run_finishes)
+    monkeypatch.setattr(LatentDiffusionPipeline, "generate", generate_while_another_run_finishes)
     with pytest.raises(FileExistsError, match="appeared while this run was sampling"):
         _sample(compose, stage2_checkpoint, out, n_per_class=1)
     assert out.read_bytes() == b"the other run's result"

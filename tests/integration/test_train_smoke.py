@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import path_overrides, read_metrics, run_script
+from tests.helpers.runs import path_overrides, read_metrics, run_script
 
 
 @pytest.mark.parametrize("model", ["ae", "vae", "vqvae"])
@@ -44,7 +44,7 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     second = tmp_path / "second"  # in-process: the same task the script runs, without a second interpreter start
     from tinyldm.tasks import train
 
-    with caplog.at_level("INFO", logger="tinyldm.tasks.stage1"):
+    with caplog.at_level("INFO", logger="tinyldm.training.stage1"):
         again = train.run(compose(["model=vqvae", "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", "evaluation.enabled=false",
                                    f"paths.output_dir={second}"]))
     assert again["autoencoder_reused"] is True
@@ -52,9 +52,9 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     assert not (second / "checkpoints" / "autoencoder.ckpt").exists()
 
     # the stage-2 checkpoint is self-contained and samples identically for a fixed seed
-    from tinyldm.tasks.sample import load_diffusion_checkpoint
+    from tinyldm.pipeline import LatentDiffusionPipeline
 
-    model = load_diffusion_checkpoint(first / "checkpoints" / "diffusion.ckpt")
+    model = LatentDiffusionPipeline.from_checkpoint(first / "checkpoints" / "diffusion.ckpt").model
     labels = torch.tensor([0, 3, 7])
     a = model.sample(labels, generator=torch.Generator().manual_seed(0))
     b = model.sample(labels, generator=torch.Generator().manual_seed(0))
@@ -74,7 +74,7 @@ def test_multirun_with_default_paths_reuses_stage1_and_writes_summary(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO, subprocess_env
+    from tests.helpers.runs import REPO, subprocess_env
 
     command = [sys.executable, str(REPO / "train.py"), "-m", "model=ae,vae", "unet.transformer_depth=0,1",
                "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", "evaluation.enabled=false", "diffusion.grid.every_n_steps=0"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
-from tests.conftest import path_overrides, run_script
-from tests.helpers.payloads import LEGACY_AUTOENCODER, LEGACY_DIFFUSION, PAYLOADS
+from tests.helpers.payloads import FIXTURES_DIR, LEGACY_AUTOENCODER, LEGACY_DIFFUSION, PAYLOADS
+from tests.helpers.runs import path_overrides, run_script
 from tinyldm.utils.autoencoder_cache import MARKER_FORMAT
 from tinyldm.utils.checkpoints import UnsafeCheckpointError
 from tinyldm.utils.files import sha256_of
@@ -82,20 +83,37 @@ def test_the_script_exits_non_zero_naming_the_file(tmp_path):
     assert f"{evil}' is unsafe" in output, output[-3000:]
 
 
-def test_previous_release_checkpoints_still_work_at_the_entry_points(compose, tmp_path):
-    """sample.py and stage=diffusion read the 0.1.0 fixtures; ckpt_path resumes the 0.1.0 training state."""
+@pytest.mark.parametrize("fixture", ["release-0.1.0", "before-one-owner"])
+def test_checkpoints_of_earlier_layouts_still_work_at_the_entry_points(compose, tmp_path, fixture):
+    """sample.py and stage=diffusion read each earlier layout's files; ckpt_path resumes its training state."""
     from tinyldm.tasks import sample, train
 
-    legacy = [line.removeprefix("- ") for line in (LEGACY_DIFFUSION.parent / "overrides.yaml").read_text().splitlines()
+    autoencoder, diffusion = (FIXTURES_DIR / fixture / "autoencoder.ckpt"), (FIXTURES_DIR / fixture / "diffusion.ckpt")
+    legacy = [line.removeprefix("- ") for line in (FIXTURES_DIR / fixture / "overrides.yaml").read_text().splitlines()
               if not line.startswith("- paths.")]
-    sample.run(compose([f"ckpt={LEGACY_DIFFUSION}", "n_per_class=2", "sampler.steps=5", f"out={tmp_path}/s.npz",
+    sample.run(compose([f"ckpt={diffusion}", "n_per_class=2", "sampler.steps=5", f"out={tmp_path}/s.npz",
                         "progress=false"], config_name="sample"))
     assert (tmp_path / "s.npz").exists() and (tmp_path / "s.png").exists()
 
-    metrics = train.run(compose([*legacy, "stage=diffusion", f"autoencoder_ckpt={LEGACY_AUTOENCODER}",
+    metrics = train.run(compose([*legacy, "stage=diffusion", f"autoencoder_ckpt={autoencoder}",
                                  f"paths.output_dir={tmp_path}/stage2"]))
-    assert metrics["ldm/epochs"] == 1 and metrics["autoencoder_ckpt"] == str(LEGACY_AUTOENCODER)
-    # the 0.1.0 run had finished its one epoch: Lightning restores the whole training state, finds nothing left to do
-    metrics = train.run(compose([*legacy, "stage=diffusion", f"autoencoder_ckpt={LEGACY_AUTOENCODER}",
-                                 f"ckpt_path={LEGACY_DIFFUSION}", f"paths.output_dir={tmp_path}/resumed"]))
-    assert metrics["ldm/epochs"] == 1 and metrics["resumed_from"] == str(LEGACY_DIFFUSION)
+    assert metrics["ldm/epochs"] == 1 and metrics["autoencoder_ckpt"] == str(autoencoder)
+    # the earlier run had finished its one epoch: Lightning restores the whole training state, finds nothing left to do
+    metrics = train.run(compose([*legacy, "stage=diffusion", f"autoencoder_ckpt={autoencoder}",
+                                 f"ckpt_path={diffusion}", f"paths.output_dir={tmp_path}/resumed"]))
+    assert metrics["ldm/epochs"] == 1 and metrics["resumed_from"] == str(diffusion)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
+def test_a_checkpoint_from_before_the_refactor_draws_the_images_it_drew_then(compose, tmp_path, sampler):
+    """Same file, same seed, same sampler: today's sample.py gives the bytes the previous layout's sample.py gave."""
+    from tinyldm.samples_file import read_samples
+    from tinyldm.tasks import sample
+
+    folder = FIXTURES_DIR / "before-one-owner"
+    sample.run(compose([f"ckpt={folder / 'diffusion.ckpt'}", "n_per_class=1", "seed=0", f"sampler={sampler}",
+                        "sampler.steps=5", "device=cpu", f"out={tmp_path}/s.npz", "progress=false"], config_name="sample"))
+    images, labels, _ = read_samples(tmp_path / "s.npz")
+    with np.load(folder / f"samples-{sampler}.npz", allow_pickle=False) as then:
+        np.testing.assert_array_equal(labels, then["labels"])
+        np.testing.assert_array_equal(images, then["images"])

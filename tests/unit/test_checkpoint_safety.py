@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.helpers.payloads import LEGACY_AUTOENCODER, LEGACY_DIFFUSION, pickle_payload, target_payload
+from tinyldm.diffusion import DiffusionSampler, NoiseSchedule
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import LatentDiffusionModule
 from tinyldm.utils.checkpoints import (
@@ -89,6 +90,59 @@ def test_previous_release_checkpoints_load_and_sample(tmp_path):
     assert torch.equal(model.autoencoder.scale_factor, stage1.autoencoder.scale_factor)
     images = model.sample(torch.tensor([3, 7]), generator=torch.Generator().manual_seed(0))
     assert images.shape == (2, 1, 32, 32) and torch.isfinite(images).all()
+
+
+def _restore_diffusion(path=LEGACY_DIFFUSION) -> LatentDiffusionModule:
+    return restore_module(LatentDiffusionModule, require_stage(path, "diffusion"), path).eval()
+
+
+@pytest.mark.parametrize("sampler", [{"kind": "ddpm", "steps": 4}, {"kind": "ddim", "steps": 4, "eta": 0.5},
+                                     {"kind": "dpmpp_2m", "steps": 4}], ids=["ddpm", "ddim-eta", "dpmpp_2m"])
+def test_previous_release_scheduler_config_is_translated_and_samples_with_every_solver(sampler):
+    """Its stored ``scheduler`` is a DDPMScheduler (solver) config; the module reads it as the noise schedule."""
+    model = _restore_diffusion()
+    assert model.hparams.scheduler["_target_"] == "tinyldm.diffusion.DDPMScheduler"  # stored as written, not edited
+    assert isinstance(model.noise_schedule, NoiseSchedule)
+    assert model.noise_schedule.config == {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001,
+                                           "beta_end": 0.02, "prediction_type": "epsilon"}
+    assert model.sampler == DiffusionSampler(kind="ddim", steps=50, eta=0.0, guidance_scale=3.0)
+    draw = [model.sample(torch.tensor([3, 7]), generator=torch.Generator().manual_seed(0),
+                         sampler=DiffusionSampler(guidance_scale=2.0, **sampler)) for _ in range(2)]
+    assert draw[0].shape == (2, 1, 32, 32) and torch.isfinite(draw[0]).all()
+    assert torch.equal(draw[0], draw[1])
+
+
+def test_previous_release_clip_sample_keeps_its_effect_or_is_refused(tmp_path):
+    """A stored scheduler.clip_sample=true moves to the checkpoint's sampler; a sampler without it is refused."""
+    checkpoint = torch.load(LEGACY_DIFFUSION, weights_only=True)
+    checkpoint["hyper_parameters"]["scheduler"].update(clip_sample=True, clip_sample_range=0.5)
+    path = tmp_path / "clipped.ckpt"
+    torch.save(checkpoint, path)
+    model = _restore_diffusion(path)
+    assert (model.sampler.clip_sample, model.sampler.clip_sample_range) == (True, 0.5)
+    labels, steps = torch.tensor([1]), {"kind": "ddim", "steps": 2}
+    needs = r"tinyldm <= 0.1.*pass sampler.clip_sample=true sampler.clip_sample_range=0.5"
+    with pytest.raises(ValueError, match=needs):
+        model.sample(labels, sampler=DiffusionSampler(**steps))
+    clipped = model.sample(labels, generator=torch.Generator().manual_seed(0),
+                           sampler=DiffusionSampler(**steps, clip_sample=True, clip_sample_range=0.5))
+    unclipped = _restore_diffusion().sample(labels, generator=torch.Generator().manual_seed(0),
+                                           sampler=DiffusionSampler(**steps))
+    assert not torch.equal(clipped, unclipped)  # the clipping really happens
+
+
+def test_current_checkpoint_hyper_parameters_restore(compose, tmp_path):
+    """What a run writes now (scheduler: a NoiseSchedule config) passes the target check and rebuilds its parts."""
+    from tests.helpers.modules import diffusion_module
+
+    module = diffusion_module(compose(["debug=smoke", "model=ae"]))
+    assert module.hparams.scheduler["_target_"] == "tinyldm.diffusion.NoiseSchedule"
+    path = tmp_path / "current.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "tinyldm": {"stage": "diffusion", "version": "test"}}, path)
+    restored = _restore_diffusion(path)
+    assert restored.noise_schedule.config == module.noise_schedule.config
+    assert restored.sampler == module.sampler
 
 
 def test_truncated_checkpoint_is_corrupt_not_unsafe(tmp_path):

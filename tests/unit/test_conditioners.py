@@ -90,8 +90,5 @@ def test_null_conditioner_ignores_labels():
     assert a.shape == (3, 2, 8)
     torch.testing.assert_close(a, b)
     assert torch.count_nonzero(a) == 0
-    torch.testing.assert_close(conditioner(None, batch_size=3), a)
     torch.testing.assert_close(conditioner.unconditional(3), a)
     assert not list(conditioner.parameters())  # nothing to learn
-    with pytest.raises(ValueError, match="batch_size"):
-        conditioner(None)

@@ -15,13 +15,13 @@ def test_accumulated_micro_batches_draw_different_noise_and_ema_follows_optimize
     latent_shape = (4, 8, 8)
     module = diffusion_module(cfg, latent_shape)
     noises = []
-    add_noise = module.noise_scheduler.add_noise
+    add_noise = module.noise_schedule.add_noise
 
     def recording_add_noise(latents, noise, timesteps):
         noises.append(noise.clone())
         return add_noise(latents, noise, timesteps)
 
-    module.noise_scheduler.add_noise = recording_add_noise
+    module.noise_schedule.add_noise = recording_add_noise
     data = TensorDataset(torch.randn(8, *latent_shape), torch.arange(8) % 10)
     trainer = L.Trainer(max_steps=3, accumulate_grad_batches=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)

@@ -1,12 +1,18 @@
-"""DPM-Solver++(2M): parity with diffusers, few-step accuracy, misuse errors (exact-oracle recovery: test_schedulers)."""
+"""DPM-Solver++(2M): parity with diffusers, few-step accuracy, misuse errors (exact-oracle: test_schedulers)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tinyldm.diffusion import PREDICTION_TYPES, DDIMScheduler, DPMSolverMultistepScheduler, DiffusionSampler
 from tests.unit.test_schedulers import BETA_RANGE, DIFFUSERS_SCHEDULE_NAME, _ours, schedules
+from tinyldm.diffusion import (
+    PREDICTION_TYPES,
+    DDIMScheduler,
+    DiffusionSampler,
+    DPMSolverMultistepScheduler,
+    NoiseSchedule,
+)
 
 prediction_types = pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 
@@ -42,7 +48,7 @@ def test_full_trajectory_matches_diffusers(schedule, prediction_type, steps):
         torch.testing.assert_close(x_ours, x_theirs, rtol=1e-4, atol=1e-4)
 
 
-def _gaussian_data_denoiser(sched, mean: float, std: float):
+def _gaussian_data_denoiser(sched: NoiseSchedule, mean: float, std: float):
     """The exact noise predictor for data x0 ~ N(mean, std^2): E[eps | x_t] in closed form."""
 
     def predict(x_t: torch.Tensor, t: int) -> torch.Tensor:
@@ -59,7 +65,7 @@ def _solve(sched, steps: int, x_T: torch.Tensor, predict) -> tuple[torch.Tensor,
     x = x_T
     for t in sched.timesteps:
         x = sched.step(predict(x, int(t)), t, x).prev_sample
-    fine = DDIMScheduler.from_config(sched.config)
+    fine = DDIMScheduler(sched.schedule)  # the same training schedule, every timestep
     fine.set_timesteps(sched.num_train_timesteps)
     reference = x_T
     for t in range(int(sched.timesteps[0]), -1, -1):
@@ -69,8 +75,9 @@ def _solve(sched, steps: int, x_T: torch.Tensor, predict) -> tuple[torch.Tensor,
 
 def test_ten_steps_are_closer_to_the_exact_ode_solution_than_ddim():
     """With the exact denoiser of Gaussian data, DPM-Solver++ at 10 steps beats DDIM at 10 steps."""
-    ddim, dpm = DDIMScheduler(), DPMSolverMultistepScheduler()
-    predict = _gaussian_data_denoiser(ddim, mean=0.5, std=1.0)
+    schedule = NoiseSchedule()
+    ddim, dpm = DDIMScheduler(schedule), DPMSolverMultistepScheduler(schedule)
+    predict = _gaussian_data_denoiser(schedule, mean=0.5, std=1.0)
     x_T = torch.randn(4096, generator=torch.Generator().manual_seed(0))
     ddim_error = (lambda x, ref: (x - ref).abs().mean())(*_solve(ddim, 10, x_T, predict))
     samples, reference = _solve(dpm, 10, x_T, predict)
@@ -81,14 +88,14 @@ def test_ten_steps_are_closer_to_the_exact_ode_solution_than_ddim():
 
 
 def test_out_of_order_step_is_refused_and_set_timesteps_restarts():
-    sched = DPMSolverMultistepScheduler(num_train_timesteps=100)
+    sched = DPMSolverMultistepScheduler(NoiseSchedule(num_train_timesteps=100))
     sched.set_timesteps(10)
     assert sched.timesteps.tolist() == [99, 89, 79, 69, 59, 49, 39, 29, 19, 9]  # trailing grid
     x = torch.zeros(1, 1, 2, 2)
     sched.step(x, 99, x)
     with pytest.raises(ValueError, match="expected timestep 89 next, got 49"):
         sched.step(x, 49, x)
-    with pytest.raises(ValueError, match="timestep 50 is not on this scheduler's grid"):
+    with pytest.raises(ValueError, match="timestep 50 is not on this solver's grid"):
         sched.previous_timestep(50)
     sched.set_timesteps(10)
     sched.step(x, 99, x)  # a fresh trajectory is accepted
@@ -96,13 +103,13 @@ def test_out_of_order_step_is_refused_and_set_timesteps_restarts():
 
 def test_sampler_config_kind_dpmpp_2m_samples_deterministically():
     sampler = DiffusionSampler(kind="dpmpp_2m", steps=6, guidance_scale=2.0)
-    config = DDIMScheduler(num_train_timesteps=100).config
+    schedule = NoiseSchedule(num_train_timesteps=100)
 
     def denoiser(x, t, context):  # (B, C, H, W), (B,), (B, L, D)
         return 0.1 * x + context.mean(dim=(1, 2)).reshape(-1, 1, 1, 1)
 
     cond, uncond = torch.ones(3, 2, 4), torch.zeros(1, 2, 4)
-    a = sampler.sample(denoiser, config, (3, 1, 4, 4), cond, uncond, generator=torch.Generator().manual_seed(0))
-    b = sampler.sample(denoiser, config, (3, 1, 4, 4), cond, uncond, generator=torch.Generator().manual_seed(0))
+    a = sampler.sample(denoiser, schedule, (3, 1, 4, 4), cond, uncond, generator=torch.Generator().manual_seed(0))
+    b = sampler.sample(denoiser, schedule, (3, 1, 4, 4), cond, uncond, generator=torch.Generator().manual_seed(0))
     assert a.shape == (3, 1, 4, 4) and torch.isfinite(a).all()
     assert torch.equal(a, b)

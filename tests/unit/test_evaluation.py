@@ -22,10 +22,10 @@ from tinyldm.evaluation import (
     dataset_arrays,
     evaluate_samples,
     load_or_train_classifier,
-    load_samples_npz,
     to_input,
     validate_samples,
 )
+from tinyldm.samples_file import read_samples
 
 NUM_CLASSES = 10
 
@@ -36,8 +36,8 @@ def setup(tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("eval_cache")
     datamodule = DigitsDataModule(name="mnist_5k", source="bundled", seed=0)
     model, info = load_or_train_classifier("mnist_5k", datamodule, cache_dir)
-    val_images, val_labels = dataset_arrays(datamodule.val_dataset)
-    train_images, train_labels = dataset_arrays(datamodule.train_dataset)
+    val_images, val_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
+    train_images, train_labels = dataset_arrays(datamodule.train_dataset, datamodule.pad)
     arrays = {"val": (val_images, val_labels), "train": (train_images, train_labels)}
     return datamodule, model, info, cache_dir, arrays
 
@@ -56,7 +56,7 @@ def _score(setup, images, labels, floor_seed=0):
 def test_classifier_is_accurate_and_cached(setup):
     _, _, info, cache_dir, _ = setup
     assert not info["reused"]
-    assert info["test_accuracy"] >= 0.985, info
+    assert info["val_accuracy"] >= 0.985, info
     assert (info["num_train"], info["num_val"]) == (4500, 500)
     assert info["cache_path"].startswith(str(cache_dir / "classifiers"))
 
@@ -66,7 +66,7 @@ def test_second_call_reuses_identical_weights(setup, caplog):
     caplog.set_level(logging.INFO, logger="tinyldm.evaluation")
     again, info2 = load_or_train_classifier("mnist_5k", datamodule, cache_dir)
     assert info2["reused"] and info2["cache_path"] == info["cache_path"]
-    assert info2["test_accuracy"] == info["test_accuracy"]
+    assert info2["val_accuracy"] == info["val_accuracy"]
     assert "reusing cached classifier" in caplog.text
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a.cpu(), b.cpu()), name
@@ -91,7 +91,7 @@ def test_corrupt_cache_is_retrained_with_warning(tmp_path, caplog):
     assert not second["reused"]
     assert "unusable" in caplog.text and "retraining" in caplog.text
     _, third = load_or_train_classifier("mnist_5k", datamodule, tmp_path, epochs=1)
-    assert third["reused"] and third["test_accuracy"] == second["test_accuracy"]
+    assert third["reused"] and third["val_accuracy"] == second["val_accuracy"]
 
 
 def test_classifier_features_plug_into_torchmetrics_fid(setup):
@@ -113,8 +113,8 @@ def test_real_heldout_split_scores_like_the_classifier(setup):
     _, _, info, _, arrays = setup
     images, labels = arrays["val"]
     result = _score(setup, images, labels)
-    assert result["cond_acc"] == pytest.approx(info["test_accuracy"], abs=1e-6)
-    assert result["classifier_acc"] == pytest.approx(info["test_accuracy"], abs=1e-6)
+    assert result["cond_acc"] == pytest.approx(info["val_accuracy"], abs=1e-6)
+    assert result["classifier_acc"] == pytest.approx(info["val_accuracy"], abs=1e-6)
     assert result["fid"] < 0.05 * result["fid_floor"]  # identical to the reference set
     assert result["diversity"] == pytest.approx(1.0, abs=1e-6)
     confusion = np.array(result["confusion_matrix"])
@@ -209,21 +209,21 @@ def test_load_samples_npz_roundtrip_and_errors(tmp_path):
     images, labels = _valid()
     good = tmp_path / "samples.npz"
     np.savez(good, images=images, labels=labels, guidance_scale=np.float32(3.0), metadata='{"steps": 50}')
-    got_images, got_labels, meta = load_samples_npz(good)
+    got_images, got_labels, meta = read_samples(good)
     assert np.array_equal(got_images, images) and np.array_equal(got_labels, labels)
     assert meta == {"guidance_scale": 3.0, "steps": 50}
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_samples_npz(tmp_path / "missing.npz")
+        read_samples(tmp_path / "missing.npz")
     np.savez(tmp_path / "nolabels.npz", images=images, extra=labels)
     with pytest.raises(ValueError, match=r"no 'labels' array; it contains \['extra', 'images'\]"):
-        load_samples_npz(tmp_path / "nolabels.npz")
+        read_samples(tmp_path / "nolabels.npz")
     (tmp_path / "text.npz").write_text("hello")
     with pytest.raises(ValueError, match="not an .npz archive"):
-        load_samples_npz(tmp_path / "text.npz")
+        read_samples(tmp_path / "text.npz")
     np.save(tmp_path / "single.npy", images)
     with pytest.raises(ValueError, match="single .npy array"):
-        load_samples_npz(tmp_path / "single.npy")
+        read_samples(tmp_path / "single.npy")
 
 
 # --------------------------------------------------------------------------- reconstruction ceiling
@@ -234,7 +234,7 @@ def test_identity_reconstruction_ceiling_equals_the_real_floor(setup):
     from functools import partial
 
     from tinyldm.autoencoders import IdentityAutoencoder
-    from tinyldm.evaluation.run import reconstruct_uint8
+    from tinyldm.evaluation.score import reconstruct_uint8
 
     datamodule, model, _, _, arrays = setup
     val_images, val_labels = arrays["val"]

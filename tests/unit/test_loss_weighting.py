@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinyldm.diffusion import DDPMScheduler
+from tinyldm.diffusion import NoiseSchedule
 from tinyldm.diffusion.loss_weighting import min_snr_weights, validate_min_snr_gamma
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_weighted_loss_equals_capped_snr_times_x0_error(prediction_type):
-    sched = DDPMScheduler(prediction_type=prediction_type)
+    sched = NoiseSchedule(prediction_type=prediction_type)
     gen = torch.Generator().manual_seed(0)
     timesteps = torch.tensor([0, 10, 100, 300, 700, 999])
     x_t = torch.randn(6, 2, 3, 3, generator=gen, dtype=torch.float64)
@@ -19,7 +19,7 @@ def test_weighted_loss_equals_capped_snr_times_x0_error(prediction_type):
     alpha_bar = sched.alphas_cumprod[timesteps].double().reshape(-1, 1, 1, 1)
 
     # two network outputs -> two x0 estimates; their distance is the x0-space error
-    x0_a, x0_b = (sched._pred_x0(out, x_t, alpha_bar) for out in (output_a, output_b))
+    x0_a, x0_b = (sched.predict_x0(out, x_t, alpha_bar) for out in (output_a, output_b))
     x0_error = (x0_a - x0_b).pow(2).flatten(1).mean(1)  # (B,)
     output_error = (output_a - output_b).pow(2).flatten(1).mean(1)
 
@@ -30,7 +30,7 @@ def test_weighted_loss_equals_capped_snr_times_x0_error(prediction_type):
 
 
 def test_epsilon_weights_damp_only_the_nearly_clean_timesteps():
-    sched = DDPMScheduler()
+    sched = NoiseSchedule()
     weights = min_snr_weights(sched.alphas_cumprod, torch.arange(1000), "epsilon", 5.0)
     assert weights.shape == (1000,) and torch.all((weights > 0) & (weights <= 1))
     assert weights[0] < 0.01  # SNR ~ 1e4 at t = 0

@@ -1,4 +1,4 @@
-"""Schedules and schedulers: parity with diffusers, exact-oracle recovery, validation, config round-trip."""
+"""Noise schedule and solvers: parity with diffusers, exact-oracle recovery, validation, configs (legacy ones too)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from torch import nn
 from tinyldm.diffusion import (
     BETA_SCHEDULES,
     PREDICTION_TYPES,
-    SCHEDULERS,
+    SOLVERS,
     DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    NoiseSchedule,
     SchedulerOutput,
+    from_legacy_config,
     make_betas,
 )
 
@@ -25,16 +27,20 @@ BETA_RANGE = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012), "cosine
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
-def _ours(cls, schedule: str, prediction_type: str = "epsilon", **kwargs):
+def _schedule(schedule: str, prediction_type: str = "epsilon") -> NoiseSchedule:
     beta_start, beta_end = BETA_RANGE[schedule]
-    return cls(
+    return NoiseSchedule(
         num_train_timesteps=1000,
         beta_schedule=schedule,
         beta_start=beta_start,
         beta_end=beta_end,
         prediction_type=prediction_type,
-        **kwargs,
     )
+
+
+def _ours(cls, schedule: str, prediction_type: str = "epsilon", **kwargs):
+    """Solver ``cls`` on the named training schedule (``kwargs``: the solver's own options)."""
+    return cls(_schedule(schedule, prediction_type), **kwargs)
 
 
 def _theirs(name: str, schedule: str, prediction_type: str = "epsilon"):
@@ -62,7 +68,7 @@ prediction_types = pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 
 @schedules
 def test_betas_and_alphas_cumprod_match_diffusers(schedule):
-    ours = _ours(DDPMScheduler, schedule)
+    ours = _schedule(schedule)
     theirs = _theirs("ddpm", schedule)
     torch.testing.assert_close(ours.betas, theirs.betas, rtol=0, atol=0)
     torch.testing.assert_close(ours.alphas_cumprod, theirs.alphas_cumprod, rtol=0, atol=0)
@@ -101,7 +107,7 @@ def test_make_betas_rejects_unknown_schedule_listing_allowed_names():
 @schedules
 @prediction_types
 def test_add_noise_get_velocity_and_training_target_match_diffusers(schedule, prediction_type):
-    ours = _ours(DDPMScheduler, schedule, prediction_type)
+    ours = _schedule(schedule, prediction_type)
     theirs = _theirs("ddpm", schedule, prediction_type)
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(6, 3, 4, 4, generator=gen)  # (B, C, H, W)
@@ -117,7 +123,7 @@ def test_add_noise_get_velocity_and_training_target_match_diffusers(schedule, pr
 
 
 def test_add_noise_keeps_dtype_and_uses_per_sample_timesteps():
-    sched = DDPMScheduler()
+    sched = NoiseSchedule()
     x0 = torch.ones(2, 1, 2, 2, dtype=torch.float64)
     noise = torch.zeros_like(x0)
     x_t = sched.add_noise(x0, noise, torch.tensor([0, 999]))
@@ -133,7 +139,7 @@ def test_add_noise_keeps_dtype_and_uses_per_sample_timesteps():
 @pytest.mark.parametrize("name", ["ddpm", "ddim"])
 @pytest.mark.parametrize("steps", [1, 7, 50, 333, 1000])
 def test_set_timesteps_matches_diffusers_leading_spacing(name, steps):
-    ours = _ours(SCHEDULERS[name], "linear")
+    ours = _ours(SOLVERS[name], "linear")
     theirs = _theirs(name, "linear")
     ours.set_timesteps(steps)
     theirs.set_timesteps(steps)
@@ -143,7 +149,7 @@ def test_set_timesteps_matches_diffusers_leading_spacing(name, steps):
 
 
 def test_default_grid_is_every_training_timestep():
-    sched = DDPMScheduler(num_train_timesteps=10)
+    sched = DDPMScheduler(NoiseSchedule(num_train_timesteps=10))
     assert sched.timesteps.tolist() == list(range(9, -1, -1))
 
 
@@ -151,7 +157,7 @@ def test_default_grid_is_every_training_timestep():
 @pytest.mark.parametrize("steps", [0, 1001, -3, 2.5])
 def test_set_timesteps_rejects_out_of_range(cls, steps):
     with pytest.raises(ValueError, match=rf"num_inference_steps.*got {steps}"):
-        cls().set_timesteps(steps)
+        cls(NoiseSchedule()).set_timesteps(steps)
 
 
 # ---------------------------------------------------------------------- DDPM step
@@ -180,7 +186,7 @@ def test_ddpm_step_matches_diffusers_with_identical_generators(schedule, predict
 
 
 def test_ddpm_step_adds_noise_except_at_t0_and_accepts_explicit_noise():
-    sched = DDPMScheduler(num_train_timesteps=100)
+    sched = DDPMScheduler(NoiseSchedule(num_train_timesteps=100))
     sample = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(0))
     eps = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(1))
     a = sched.step(eps, 50, sample, generator=torch.Generator().manual_seed(2)).prev_sample
@@ -217,7 +223,7 @@ def test_ddim_step_matches_diffusers(schedule, prediction_type, eta):
 
 
 def test_ddim_eta_from_constructor_and_seeded_generator_are_used():
-    sched = DDIMScheduler(num_train_timesteps=100, eta=0.5)
+    sched = DDIMScheduler(NoiseSchedule(num_train_timesteps=100), eta=0.5)
     sched.set_timesteps(10)
     sample = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(0))
     eps = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(1))
@@ -231,7 +237,7 @@ def test_ddim_eta_from_constructor_and_seeded_generator_are_used():
 # ------------------------------------------------------------- exact-oracle loops
 
 
-def _oracle(sched, x0: torch.Tensor):
+def _oracle(sched: NoiseSchedule, x0: torch.Tensor):
     """A perfect network for one known ``x0``: returns the exact target at any ``x_t``."""
 
     def predict(x_t: torch.Tensor, t: int) -> torch.Tensor:
@@ -248,13 +254,14 @@ def _oracle(sched, x0: torch.Tensor):
 
 @schedules
 @prediction_types
-@pytest.mark.parametrize(("cls", "steps"), [(DDIMScheduler, 50), (DPMSolverMultistepScheduler, 10)], ids=["ddim", "dpmpp_2m"])
+@pytest.mark.parametrize(("cls", "steps"), [(DDIMScheduler, 50), (DPMSolverMultistepScheduler, 10)],
+                         ids=["ddim", "dpmpp_2m"])
 def test_deterministic_loop_with_exact_oracle_recovers_x0(schedule, prediction_type, cls, steps):
     sched = _ours(cls, schedule, prediction_type)
     sched.set_timesteps(steps)
     gen = torch.Generator().manual_seed(3)
     x0 = torch.randn(2, 1, 4, 4, generator=gen).clamp(-2, 2)  # (B, C, H, W)
-    predict = _oracle(sched, x0)
+    predict = _oracle(sched.schedule, x0)
 
     x = torch.randn(2, 1, 4, 4, generator=gen)  # start from pure noise, not x_T of x0
     for t in sched.timesteps:
@@ -263,22 +270,28 @@ def test_deterministic_loop_with_exact_oracle_recovers_x0(schedule, prediction_t
 
 
 def test_ddpm_loop_with_exact_oracle_recovers_x0():
-    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    sched = DDPMScheduler(NoiseSchedule(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
     sched.set_timesteps(25)
     gen = torch.Generator().manual_seed(4)
     x0 = torch.randn(2, 1, 4, 4, generator=gen).clamp(-2, 2)
-    predict = _oracle(sched, x0)
+    predict = _oracle(sched.schedule, x0)
     x = torch.randn(2, 1, 4, 4, generator=gen)
     for t in sched.timesteps:
         x = sched.step(predict(x, int(t)), t, x, generator=gen).prev_sample
     torch.testing.assert_close(x, x0, rtol=0, atol=1e-4)
 
 
-def test_clip_sample_clamps_predicted_x0():
-    sched = DDIMScheduler(num_train_timesteps=100, prediction_type="sample", clip_sample=True, clip_sample_range=0.5)
+@pytest.mark.parametrize("cls", SOLVERS.values())
+def test_clip_sample_clamps_predicted_x0(cls):
+    schedule = NoiseSchedule(num_train_timesteps=100, prediction_type="sample")
+    sched = cls(schedule, clip_sample=True, clip_sample_range=0.5)
     sched.set_timesteps(10)
-    out = sched.step(torch.full((1, 1, 2, 2), 3.0), 50, torch.zeros(1, 1, 2, 2))
+    t = int(sched.timesteps[0])
+    out = sched.step(torch.full((1, 1, 2, 2), 3.0), t, torch.zeros(1, 1, 2, 2))
     assert out.pred_original_sample.max().item() == pytest.approx(0.5)
+    unclipped = cls(sched.schedule)
+    unclipped.set_timesteps(10)
+    assert unclipped.step(torch.full((1, 1, 2, 2), 3.0), t, torch.zeros(1, 1, 2, 2)).pred_original_sample.max() == 3.0
 
 
 # ------------------------------------------------------------ validation / config
@@ -294,22 +307,45 @@ def test_clip_sample_clamps_predicted_x0():
         ({"beta_end": 1.5}, r"beta_end.*got 1.5"),
         ({"beta_start": 0.03, "beta_end": 0.02}, r"beta_start=0.03 > beta_end=0.02"),
         ({"prediction_type": "noise"}, r"prediction_type.*epsilon, v_prediction, sample.*'noise'"),
+    ],
+)
+def test_bad_schedule_arguments_raise_with_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NoiseSchedule(**kwargs)
+
+
+def test_noise_schedule_takes_exactly_its_own_arguments():
+    """Inference-time options belong to the solvers / sampler; the schedule has no tolerant config system."""
+    for key, value in (("clip_sample", False), ("eta", 0.0), ("_target_", "tinyldm.diffusion.NoiseSchedule")):
+        with pytest.raises(TypeError, match=key):
+            NoiseSchedule(**{key: value})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
         ({"clip_sample": "yes"}, r"clip_sample.*'yes'"),
         ({"clip_sample_range": -1.0}, r"clip_sample_range.*got -1.0"),
         ({"clip_sample_range": float("inf")}, r"clip_sample_range.*got inf"),
     ],
 )
-@pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler])
-def test_bad_constructor_arguments_raise_with_value(cls, kwargs, match):
+@pytest.mark.parametrize("cls", SOLVERS.values())
+def test_bad_solver_arguments_raise_with_value(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        cls(**kwargs)
+        cls(NoiseSchedule(), **kwargs)
+
+
+@pytest.mark.parametrize("cls", SOLVERS.values())
+def test_solvers_are_built_on_a_noise_schedule(cls):
+    with pytest.raises(TypeError, match=r"built on a NoiseSchedule, got dict"):
+        cls({"num_train_timesteps": 10})
 
 
 @pytest.mark.parametrize("eta", [-0.1, float("nan"), float("inf")])
 def test_ddim_rejects_bad_eta(eta):
     with pytest.raises(ValueError, match=rf"eta.*got {eta}"):
-        DDIMScheduler(eta=eta)
-    sched = DDIMScheduler(num_train_timesteps=10)
+        DDIMScheduler(NoiseSchedule(), eta=eta)
+    sched = DDIMScheduler(NoiseSchedule(num_train_timesteps=10))
     with pytest.raises(ValueError, match=rf"eta.*got {eta}"):
         sched.step(torch.zeros(1, 1, 2, 2), 5, torch.zeros(1, 1, 2, 2), eta=eta)
 
@@ -318,47 +354,74 @@ def test_ddim_rejects_bad_eta(eta):
 @pytest.mark.parametrize("t", [-1, 1000])
 def test_step_rejects_timestep_out_of_range(cls, t):
     with pytest.raises(ValueError, match=rf"timestep.*got {t}"):
-        cls().step(torch.zeros(1, 1, 2, 2), t, torch.zeros(1, 1, 2, 2))
+        cls(NoiseSchedule()).step(torch.zeros(1, 1, 2, 2), t, torch.zeros(1, 1, 2, 2))
 
 
-def test_schedulers_hold_no_parameters():
-    for cls in SCHEDULERS.values():
-        sched = cls()
-        assert not isinstance(sched, nn.Module)
-        assert not any(isinstance(v, nn.Parameter) for v in vars(sched).values())
+def test_schedule_and_solvers_hold_no_parameters():
+    schedule = NoiseSchedule()
+    for obj in [schedule, *(cls(schedule) for cls in SOLVERS.values())]:
+        assert not isinstance(obj, nn.Module)
+        assert not any(isinstance(v, nn.Parameter) for v in vars(obj).values())
 
 
-@pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler])
-def test_config_round_trip_and_overrides(cls):
-    sched = cls(num_train_timesteps=200, beta_schedule="cosine", prediction_type="v_prediction", clip_sample=True)
+def test_config_round_trip():
+    sched = NoiseSchedule(num_train_timesteps=200, beta_schedule="cosine", prediction_type="v_prediction")
     config = sched.config
     assert isinstance(config, dict)
-    rebuilt = cls.from_config(config)
+    assert set(config) == {"num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type"}
+    rebuilt = NoiseSchedule(**config)
     assert rebuilt.config == config
     assert torch.equal(rebuilt.alphas_cumprod, sched.alphas_cumprod)
-    assert cls.from_config(config, prediction_type="sample").prediction_type == "sample"
 
 
-def test_from_config_ignores_target_and_sibling_keys_but_rejects_unknown():
-    ddim = DDIMScheduler(num_train_timesteps=100, eta=0.3)
-    ddpm = DDPMScheduler.from_config({"_target_": "tinyldm.diffusion.DDPMScheduler", **ddim.config})
-    assert "eta" not in ddpm.config and ddpm.num_train_timesteps == 100
-    assert DDIMScheduler.from_config(ddpm.config).eta == 0.0
-    with pytest.raises(ValueError, match=r"Unknown scheduler config key.*'betas_type'"):
-        DDPMScheduler.from_config({"betas_type": "linear"})
+# -------------------------------------------------- scheduler configs of tinyldm <= 0.1 (checkpoints)
+
+LEGACY_CONFIG = {"_target_": "tinyldm.diffusion.DDPMScheduler", "num_train_timesteps": 1000, "beta_schedule": "linear",
+                 "beta_start": 0.0001, "beta_end": 0.02, "prediction_type": "epsilon", "clip_sample": False,
+                 "clip_sample_range": 1.0}
 
 
-@pytest.mark.parametrize("name", ["linear", "scaled_linear", "cosine"])
+def test_legacy_scheduler_config_becomes_a_noise_schedule_config():
+    schedule, carried = from_legacy_config(LEGACY_CONFIG)
+    assert schedule == {"_target_": "tinyldm.diffusion.NoiseSchedule", "num_train_timesteps": 1000,
+                        "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "prediction_type": "epsilon"}
+    assert carried == {}  # clip_sample: false is the sampler's default
+    from hydra.utils import instantiate
+
+    assert isinstance(instantiate(schedule), NoiseSchedule)
+
+
+def test_legacy_clip_sample_and_ddim_eta():
+    """clip_sample: true is handed to the sampler; a DDIM config's eta (the sampler's always replaced it) is dropped."""
+    legacy = {**LEGACY_CONFIG, "_target_": "tinyldm.diffusion.DDIMScheduler", "clip_sample": True,
+              "clip_sample_range": 2.0, "eta": 0.3}
+    schedule, carried = from_legacy_config(legacy)
+    assert "eta" not in schedule and "clip_sample" not in schedule
+    assert carried == {"clip_sample": True, "clip_sample_range": 2.0}
+    # missing keys take the (unchanged) defaults
+    assert from_legacy_config({"_target_": "tinyldm.diffusion.DPMSolverMultistepScheduler"}) == (
+        {"_target_": "tinyldm.diffusion.NoiseSchedule"}, {})
+
+
+def test_legacy_config_with_unknown_key_is_refused_and_current_configs_pass_unchanged():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['betas_type'\]"):
+        from_legacy_config({**LEGACY_CONFIG, "betas_type": "linear"})
+    current = {"_target_": "tinyldm.diffusion.NoiseSchedule", **NoiseSchedule().config}
+    assert from_legacy_config(current) == (current, {})
+
+
+@pytest.mark.parametrize("name", ["linear", "scaled_linear", "cosine", "cosine_v"])
 def test_hydra_scheduler_configs_instantiate(name):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(REPO_ROOT / "conf" / "scheduler" / f"{name}.yaml")
     sched = instantiate(cfg)
-    assert isinstance(sched, DDPMScheduler)
-    assert sched.beta_schedule == name and sched.num_train_timesteps == 1000
-    assert sched.prediction_type == "epsilon" and sched.clip_sample is False
+    assert isinstance(sched, NoiseSchedule)
+    assert sched.beta_schedule == name.removesuffix("_v") and sched.num_train_timesteps == 1000
+    assert sched.prediction_type == ("v_prediction" if name == "cosine_v" else "epsilon")
     if name == "scaled_linear":
         assert (sched.beta_start, sched.beta_end) == (0.00085, 0.012)
-    # The node itself (with _target_) can rebuild the scheduler for any sampler.
-    assert DDIMScheduler.from_config(cfg).config["beta_schedule"] == name
+    # the group describes the training schedule only: its keys are exactly the schedule's config
+    assert set(cfg) - {"_target_"} == set(sched.config)
+    assert from_legacy_config(OmegaConf.to_container(cfg)) == (OmegaConf.to_container(cfg), {})

@@ -7,7 +7,7 @@ import json
 
 from omegaconf import OmegaConf
 
-from tinyldm.utils.sweep_summary import collect_sweep, plot_fid_vs_accuracy, point_labels, write_csv
+from tinyldm.callbacks.sweep_summary import collect_sweep, plot_fid_vs_accuracy, point_labels, write_csv
 
 
 def test_labels_name_only_the_overrides_that_vary():

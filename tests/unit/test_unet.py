@@ -198,15 +198,6 @@ def test_labels_change_output_after_proj_out_is_nonzero():
     assert (out_a - out_b).abs().max() > 1e-3
 
 
-def test_num_parameters():
-    model = tiny_unet()
-    assert model.num_parameters() == sum(p.numel() for p in model.parameters())
-    model.conv_in.requires_grad_(False)
-    assert model.num_parameters(trainable_only=True) == model.num_parameters() - sum(
-        p.numel() for p in model.conv_in.parameters()
-    )
-
-
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

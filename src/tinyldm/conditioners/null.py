@@ -43,19 +43,13 @@ class NullConditioner(nn.Module):
         # Not persistent: a constant needs no checkpointing.
         self.register_buffer("null_tokens", torch.zeros(num_tokens, context_dim), persistent=False)
 
-    def forward(
-        self, labels: Tensor | None = None, drop_labels: bool | None = None, *, batch_size: int | None = None
-    ) -> Tensor:
-        """Null context for a batch; ``labels`` (if given) only set the batch size and device.
+    def forward(self, labels: Tensor, drop_labels: bool | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Null context for a batch: ``labels`` only set the batch size and device.
 
-        ``drop_labels`` is accepted for interface compatibility and ignored.
-        Without labels, ``batch_size`` is required.
+        Takes the class conditioner's arguments so either can sit in the denoiser; ``drop_labels``
+        and ``generator`` have nothing to act on here.
         """
-        if labels is not None:
-            return self.unconditional(labels.shape[0], labels.device)
-        if batch_size is None:
-            raise ValueError("NullConditioner needs labels or batch_size to know the batch size")
-        return self.unconditional(batch_size)
+        return self.unconditional(labels.shape[0], labels.device)
 
     def unconditional(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
         """``(B, num_tokens, D)`` zeros."""

@@ -28,10 +28,8 @@ from tinyldm.data.sources import (
     NUM_CLASSES,
     SOURCES,
     DataArrays,
-    class_names_for,
     load_arrays,
 )
-from tinyldm.utils.images import to_uint8 as images_to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +62,8 @@ class DigitsDataModule(L.LightningDataModule):
         source: ``"auto"``, ``"local"``, ``"torchvision"`` or ``"bundled"``;
             see :func:`tinyldm.data.load_arrays`.
         val_fraction: Fraction of the *training* split held out for
-            validation, in the open interval (0, 1).  The official test split
-            (when present) is kept untouched as ``test_dataset``.
+            validation, in the open interval (0, 1).  Validation and every
+            evaluation use this split; the official test split is left untouched.
         batch_size: Batch size **per device**: under DDP Lightning wraps the
             loaders in a ``DistributedSampler``, so the effective global batch
             is ``batch_size * world_size``.
@@ -78,8 +76,7 @@ class DigitsDataModule(L.LightningDataModule):
         max_train_samples: If set, truncate the training split (after the
             train/val split, so validation is unaffected) for quick runs.
 
-    After :meth:`setup`: ``train_dataset``, ``val_dataset``, ``test_dataset``
-    (``None`` if the source has no test split) and ``source_used``.
+    After :meth:`setup`: ``train_dataset``, ``val_dataset`` and ``source_used``.
     """
 
     def __init__(
@@ -112,7 +109,6 @@ class DigitsDataModule(L.LightningDataModule):
         self._arrays: DataArrays | None = None
         self.train_dataset: TensorDataset | None = None
         self.val_dataset: TensorDataset | None = None
-        self.test_dataset: TensorDataset | None = None
         self._fingerprint: dict[str, object] | None = None
         # One generator for the module's lifetime so that re-created train
         # loaders continue the shuffle stream instead of repeating epoch 0.
@@ -167,11 +163,6 @@ class DigitsDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         """Number of label classes (known before setup, e.g. to size embeddings)."""
         return self._arrays.num_classes if self._arrays is not None else NUM_CLASSES
-
-    @property
-    def class_names(self) -> list[str]:
-        """Human-readable name of each class index."""
-        return list(self._arrays.class_names) if self._arrays is not None else class_names_for(self.name)
 
     @property
     def source_used(self) -> str | None:
@@ -240,27 +231,14 @@ class DigitsDataModule(L.LightningDataModule):
 
         self.train_dataset = _to_dataset(arrays.train_images[train_idx], arrays.train_labels[train_idx], self.pad)
         self.val_dataset = _to_dataset(arrays.train_images[val_idx], arrays.train_labels[val_idx], self.pad)
-        if arrays.test_images is not None and arrays.test_labels is not None:
-            self.test_dataset = _to_dataset(arrays.test_images, arrays.test_labels, self.pad)
-        log.info(
-            "Splits: train=%d val=%d test=%s, image shape %s",
-            len(self.train_dataset),
-            len(self.val_dataset),
-            "none" if self.test_dataset is None else len(self.test_dataset),
-            self.image_shape,
-        )
+        log.info("Splits: train=%d val=%d, image shape %s", len(self.train_dataset), len(self.val_dataset), self.image_shape)
 
     # ------------------------------------------------------------------ loaders
 
     def _loader(self, dataset: TensorDataset | None, split: str, shuffle: bool) -> DataLoader:
         """Training batches of ``batch_size``; evaluation batches of at least 256 (no gradients to hold)."""
         if dataset is None:
-            if self.train_dataset is None:
-                raise RuntimeError(f"{split}_dataloader() called before setup()")
-            raise RuntimeError(
-                f"dataset {self.name!r} from {self.source_used} has no {split} split "
-                "(the bundled 5000-image subset has no official test set)"
-            )
+            raise RuntimeError(f"{split}_dataloader() called before setup()")
         return DataLoader(
             dataset,
             batch_size=self.batch_size if split == "train" else max(self.batch_size, 256),
@@ -279,34 +257,8 @@ class DigitsDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, "val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, "test", shuffle=False)
-
     # ------------------------------------------------------------------ helpers
 
     def from_uint8(self, images: np.ndarray) -> torch.Tensor:
         """uint8 ``(N, 28, 28)`` pixels -> model-space ``(N, 1, S, S)`` in [-1, 1], padded like the training data."""
         return _to_unit_range(np.asarray(images, dtype=np.uint8), self.pad)
-
-    @staticmethod
-    def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Map model-space images back to uint8 ``(N, 28, 28)`` pixels.
-
-        Inverse of the preprocessing: crops the symmetric padding (inferred
-        from the size, so it works for any ``image_size``), clamps to
-        ``[-1, 1]`` (samplers overshoot) and rescales to ``0..255``.
-
-        Args:
-            images: ``(N, 1, S, S)`` or ``(N, S, S)`` with ``S >= 28``.
-        """
-        x = torch.as_tensor(images).detach().float().cpu()
-        if x.ndim == 4:
-            if x.shape[1] != 1:
-                raise ValueError(f"expected a single channel, got shape {tuple(x.shape)}")
-            x = x[:, 0]  # (N, S, S)
-        if x.ndim != 3 or x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"expected images of shape (N, 1, S, S) or (N, S, S), got {tuple(x.shape)}")
-        size = x.shape[-1]
-        if size < _RAW_SIZE or (size - _RAW_SIZE) % 2:
-            raise ValueError(f"image side {size} cannot be cropped symmetrically to {_RAW_SIZE}")
-        return images_to_uint8(x[:, None], pad=(size - _RAW_SIZE) // 2)  # (N, 28, 28)

@@ -1,25 +1,45 @@
-"""Diffusion core: noise schedules, weight-free schedulers, classifier-free guidance, sampling.
+"""Diffusion core: the training noise schedule, weight-free solvers, classifier-free guidance, sampling.
+
+* :mod:`~tinyldm.diffusion.noise_schedule` - :class:`NoiseSchedule`, the forward process a model is
+  trained with (betas, ``add_noise``, training target, ``x0``/``eps`` conversions);
+* :mod:`~tinyldm.diffusion.solver` - what the reverse-process solvers share (grid, step output);
+* :mod:`~tinyldm.diffusion.ddpm`, :mod:`~tinyldm.diffusion.ddim`, :mod:`~tinyldm.diffusion.dpm_solver` -
+  one solver each, built on a ``NoiseSchedule`` (diffusers' ``set_timesteps`` / ``step`` interface);
+* :mod:`~tinyldm.diffusion.guidance` - classifier-free guidance arithmetic and its scale check;
+* :mod:`~tinyldm.diffusion.sampling` - :class:`DiffusionSampler`, the inference-time choices and the
+  sampling loop;
+* :mod:`~tinyldm.diffusion.loss_weighting` - min-SNR loss weights.
 
 Nothing here holds learned weights; the denoiser (``tinyldm.unet``) is passed in as a callable.
 """
 
+from tinyldm.diffusion.ddim import DDIMScheduler
+from tinyldm.diffusion.ddpm import DDPMScheduler
 from tinyldm.diffusion.dpm_solver import DPMSolverMultistepScheduler
 from tinyldm.diffusion.guidance import Denoiser, guided_prediction, validate_guidance_scale
-from tinyldm.diffusion.sampling import DiffusionSampler
-from tinyldm.diffusion.scheduler_base import PREDICTION_TYPES, SchedulerOutput
-from tinyldm.diffusion.schedulers import SCHEDULERS, DDIMScheduler, DDPMScheduler
-from tinyldm.diffusion.schedules import BETA_SCHEDULES, make_betas
+from tinyldm.diffusion.noise_schedule import (
+    BETA_SCHEDULES,
+    PREDICTION_TYPES,
+    NoiseSchedule,
+    from_legacy_config,
+    make_betas,
+)
+from tinyldm.diffusion.sampling import SOLVERS, DiffusionSampler
+from tinyldm.diffusion.solver import SchedulerOutput, Solver
 
 __all__ = [
     "BETA_SCHEDULES",
     "PREDICTION_TYPES",
-    "SCHEDULERS",
+    "SOLVERS",
     "DDIMScheduler",
     "DDPMScheduler",
     "DPMSolverMultistepScheduler",
     "Denoiser",
     "DiffusionSampler",
+    "NoiseSchedule",
     "SchedulerOutput",
+    "Solver",
+    "from_legacy_config",
     "guided_prediction",
     "make_betas",
     "validate_guidance_scale",

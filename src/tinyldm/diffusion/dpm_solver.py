@@ -1,8 +1,8 @@
 """DPM-Solver++(2M): a second-order multistep ODE sampler for 10-25 steps.
 
 DDIM is a first-order solver of the probability-flow ODE: at 10-20 steps its samples are
-noticeably worse than at 50. DPM-Solver++ (Lu et al., 2022) solves the same ODE in
-log-SNR time ``lambda = log(alpha / sigma)`` and, in its multistep form, reuses the
+noticeably worse than at 50. DPM-Solver++ (Lu et al., 2022, https://arxiv.org/abs/2211.01095)
+solves the same ODE in log-SNR time ``lambda = log(alpha / sigma)`` and, in its multistep form, reuses the
 previous step's ``x0`` estimate for a second-order correction at no extra network cost.
 It is the common default for few-step sampling of latent diffusion models.
 
@@ -16,11 +16,12 @@ The first step has no history and uses ``D = x0_s`` (first order, equal to DDIM)
 step lands on ``sigma = 0`` where the update is exactly ``x_t = x0_s``.
 
 Timestep grid: "trailing" spacing, ``round(T - k * T / n) - 1`` for ``k = 0..n-1`` (starts at
-``T - 1``, as in Lin et al. 2024), not DDIM's "leading" grid. On the leading grid the last
-interval (``T/n -> 0``) spans a much larger log-SNR step than the one before it, and the
-multistep extrapolation overshoots there: with the exact denoiser of Gaussian data, 2M on the
-leading grid was no better than DDIM, on the trailing grid it was 3-30x closer to the exact ODE
-solution at 10-20 steps (``tests/unit/test_dpm_solver.py`` keeps one such case).
+``T - 1``, as in Lin et al. 2024, https://arxiv.org/abs/2305.08891), not DDIM's "leading"
+grid. On the leading grid the last interval (``T/n -> 0``) spans a much larger log-SNR step
+than the one before it, and the multistep extrapolation overshoots there: with the exact
+denoiser of Gaussian data, 2M on the leading grid was no better than DDIM, on the trailing grid
+it was 3-30x closer to the exact ODE solution at 10-20 steps (``tests/unit/test_dpm_solver.py``
+keeps one such case).
 
 It agrees with diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
 solver_order=2, final_sigmas_type="zero", timestep_spacing="trailing")`` to float32 round-off.
@@ -31,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tinyldm.diffusion.scheduler_base import SchedulerOutput, _NoiseScheduler
+from tinyldm.diffusion.solver import SchedulerOutput, Solver
 
 
 def half_log_snr(alpha_bar: Tensor) -> Tensor:
@@ -39,14 +40,14 @@ def half_log_snr(alpha_bar: Tensor) -> Tensor:
     return 0.5 * (torch.log(alpha_bar) - torch.log1p(-alpha_bar))
 
 
-class DPMSolverMultistepScheduler(_NoiseScheduler):
-    """DPM-Solver++(2M) (data prediction, midpoint form) on the shared timestep grid.
+class DPMSolverMultistepScheduler(Solver):
+    """DPM-Solver++(2M) (data prediction, midpoint form) on its own "trailing" timestep grid.
 
-    The scheduler is stateful: each :meth:`step` remembers its ``x0`` estimate for the next
+    The solver is stateful: each :meth:`step` remembers its ``x0`` estimate for the next
     one, so steps must follow :attr:`timesteps` in order; :meth:`set_timesteps` starts over.
     Deterministic: ``generator`` is accepted for interface parity and unused.
 
-    Args: see :class:`_NoiseScheduler`.
+    Args: see :class:`~tinyldm.diffusion.solver.Solver` (``schedule``, ``clip_sample``, ``clip_sample_range``).
     """
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> None:
@@ -54,7 +55,7 @@ class DPMSolverMultistepScheduler(_NoiseScheduler):
         super().set_timesteps(num_inference_steps)  # validates the step count
         n, T = self.num_inference_steps, self.num_train_timesteps
         grid = (torch.round(torch.arange(T, 0, -T / n, dtype=torch.float64)) - 1).long()[:n]  # (n,) descending
-        self._next_timestep = dict(zip(grid.tolist(), grid.tolist()[1:] + [-1]))
+        self._next_timestep = dict(zip(grid.tolist(), grid.tolist()[1:] + [-1], strict=True))
         self.timesteps = grid.to(device) if device is not None else grid
         self._previous: tuple[Tensor, Tensor] | None = None  # (lambda, x0 estimate) of the last step
         self._expected_timestep: int | None = None
@@ -62,7 +63,7 @@ class DPMSolverMultistepScheduler(_NoiseScheduler):
     def previous_timestep(self, timestep: int) -> int:
         """The next grid point after ``timestep`` (``-1`` after the last one: the clean sample)."""
         if timestep not in self._next_timestep:
-            raise ValueError(f"timestep {timestep} is not on this scheduler's grid {list(self._next_timestep)}")
+            raise ValueError(f"timestep {timestep} is not on this solver's grid {list(self._next_timestep)}")
         return self._next_timestep[timestep]
 
     def step(
@@ -84,17 +85,18 @@ class DPMSolverMultistepScheduler(_NoiseScheduler):
             ValueError: ``timestep`` is not the next point of the grid (the solver's history
                 would belong to another trajectory).
         """
-        t = self._check_timestep(timestep)
+        schedule = self.schedule
+        t = schedule.check_timestep(timestep)
         if self._expected_timestep is not None and t != self._expected_timestep:
             raise ValueError(
                 f"DPM-Solver++ is a multistep solver: expected timestep {self._expected_timestep} next, got {t}; "
                 "call set_timesteps() to start a new trajectory"
             )
         prev_t = self.previous_timestep(t)
-        alpha_bar_t, alpha_bar_prev = self._alpha_bars(t, prev_t, sample.device)
+        alpha_bar_t, alpha_bar_prev = schedule.alpha_bars(t, prev_t, sample.device)
         dtype = sample.dtype
         sample = sample.float()  # the update subtracts nearly equal terms: keep it in fp32 under AMP
-        pred_x0 = self._maybe_clip(self._pred_x0(model_output.float(), sample, alpha_bar_t))  # (B, C, H, W)
+        pred_x0 = self._maybe_clip(schedule.predict_x0(model_output.float(), sample, alpha_bar_t))  # (B, C, H, W)
 
         if prev_t < 0:  # sigma_next = 0: the exact limit of the update is the data estimate itself
             self._previous, self._expected_timestep = None, None

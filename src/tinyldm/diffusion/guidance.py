@@ -15,7 +15,13 @@ Scale convention (the diffusers / Imagen one; our ``s`` equals diffusers'
 * ``s = 1``: plain conditional sampling, no guidance;
 * ``s > 1``: extrapolate away from the unconditional prediction (typical 2 - 7.5).
 
-The original paper writes ``(1 + w) * cond - w * uncond``, i.e. ``s = w + 1``.
+The original paper writes ``(1 + w) * cond - w * uncond``, i.e. ``s = w + 1``
+(https://arxiv.org/abs/2207.12598).
+
+The guidance *rules* (the one default scale, when guidance applies, that an unconditional model is
+never guided) live in :class:`~tinyldm.diffusion.sampling.DiffusionSampler`, which validates its
+scale once, when it is built, with :func:`validate_guidance_scale`. :func:`guided_prediction` is
+the bare arithmetic and trusts its caller.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ def validate_guidance_scale(scale: Any) -> float:
     """Return ``scale`` as a float, or raise ``ValueError`` if it is not a finite number >= 0.
 
     Negative scales would steer *away* from the condition and ``nan``/``inf`` would
-    silently turn every sample into ``nan``, so both are rejected early (e.g. when a
-    config is loaded) rather than after a long sampling run.
+    silently turn every sample into ``nan``, so both are rejected early (when a sampler is
+    built from its config) rather than after a long sampling run.
     """
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise ValueError(f"guidance_scale must be a number in [0, inf), got {scale!r}")
@@ -69,12 +75,12 @@ def guided_prediction(
             context is broadcast to the batch.
         guidance_scale: ``s`` in ``uncond + s * (cond - uncond)``; ``s = 1`` is plain
             conditional, ``s = 0`` unconditional, ``s > 1`` extrapolates
-            (same as diffusers' ``guidance_scale``).
+            (same as diffusers' ``guidance_scale``). Already validated by the caller
+            (:func:`validate_guidance_scale`).
 
     Returns:
         ``(B, C, H, W)`` guided prediction.
     """
-    scale = validate_guidance_scale(guidance_scale)
     batch = x_t.shape[0]
     if uncond_context.shape[0] == 1 and batch != 1:
         uncond_context = uncond_context.expand(batch, *uncond_context.shape[1:])  # (1, L, D) -> (B, L, D)
@@ -93,4 +99,4 @@ def guided_prediction(
     t_in = torch.cat([t, t])  # (2B,)
     context_in = torch.cat([cond_context, uncond_context])  # (2B, L, D)
     pred_cond, pred_uncond = denoiser(x_in, t_in, context_in).chunk(2)  # 2 x (B, C, H, W)
-    return pred_uncond + scale * (pred_cond - pred_uncond)
+    return pred_uncond + guidance_scale * (pred_cond - pred_uncond)  # (B, C, H, W)

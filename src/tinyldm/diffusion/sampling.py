@@ -1,24 +1,43 @@
-"""The reverse-diffusion sampling loop with classifier-free guidance.
+"""The reverse-diffusion sampling loop, and the one place for inference-time choices and guidance rules.
 
-:class:`DiffusionSampler` holds only *inference-time* choices (which scheduler, how many
-steps, ``eta``, guidance scale), so it can be a small Hydra config
-(``conf/sampler/*.yaml``). The *training-time* noise schedule is passed in per call as a
-scheduler config dict, normally the one stored with the checkpoint: sampling with a
-different schedule than the model was trained with is a silent, common bug, and keeping
-the two apart makes it hard to commit.
+:class:`DiffusionSampler` holds only *inference-time* choices (which solver, how many steps,
+``eta``, ``x0`` clipping, guidance scale and interval), so it is a small Hydra config
+(``conf/sampler/*.yaml``). The *training-time* :class:`~tinyldm.diffusion.noise_schedule.NoiseSchedule`
+is passed in per call, normally the one stored with the checkpoint: sampling with a different
+schedule than the model was trained with is a silent, common bug, and keeping the two apart
+makes it hard to commit.
+
+Guidance rules, all here:
+
+* the scale is validated once, when the sampler is built; its one default is the sampler config;
+* a different scale for one call is a new, validated sampler: :meth:`DiffusionSampler.with_guidance`;
+* ``uncond_context=None`` means the model is unconditional: every step uses the conditional
+  prediction alone, whatever the scale (there is no null context to guide away from);
+* ``guidance_interval`` limits guidance to a band of timesteps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tinyldm.diffusion.ddim import DDIMScheduler, validate_eta
+from tinyldm.diffusion.ddpm import DDPMScheduler
+from tinyldm.diffusion.dpm_solver import DPMSolverMultistepScheduler
 from tinyldm.diffusion.guidance import Denoiser, guided_prediction, validate_guidance_scale
-from tinyldm.diffusion.scheduler_base import _NoiseScheduler
-from tinyldm.diffusion.schedulers import SCHEDULERS
+from tinyldm.diffusion.noise_schedule import NoiseSchedule
+from tinyldm.diffusion.solver import Solver, validate_clip
+
+#: the solver each ``DiffusionSampler.kind`` builds
+SOLVERS: dict[str, type[Solver]] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpmpp_2m": DPMSolverMultistepScheduler,
+}
 
 
 def validate_guidance_interval(interval: Any) -> tuple[int, int] | None:
@@ -33,19 +52,24 @@ def validate_guidance_interval(interval: Any) -> tuple[int, int] | None:
     return values[0], values[1]
 
 
+@dataclasses.dataclass(frozen=True)
 class DiffusionSampler:
     """Config-driven sampler: DDPM, DDIM or DPM-Solver++(2M) steps with classifier-free guidance.
 
+    Immutable, and every field is validated on construction (also by :func:`dataclasses.replace`),
+    so a sampler that exists is a valid one.
+
     Args:
-        kind: scheduler name in :data:`~tinyldm.diffusion.schedulers.SCHEDULERS`
-            (``"ddpm"``, ``"ddim"`` or ``"dpmpp_2m"``, DPM-Solver++(2M) for 10-25 steps).
-        steps: number of inference steps (>= 1 and <= the scheduler's
-            ``num_train_timesteps``, checked in :meth:`sample`). ``None`` means all
-            ``T`` training steps (the classic 1000-step DDPM).
+        kind: solver name in :data:`SOLVERS` (``"ddpm"``, ``"ddim"`` or ``"dpmpp_2m"``,
+            DPM-Solver++(2M) for 10-25 steps).
+        steps: number of inference steps (>= 1 and <= the schedule's ``num_train_timesteps``,
+            checked by :meth:`check_schedule`). ``None`` means all ``T`` training steps (the
+            classic 1000-step DDPM).
         eta: DDIM stochasticity (0 = deterministic). Must be >= 0; DDPM and DPM-Solver++ ignore it
-            because ancestral sampling always adds its posterior noise.
-        guidance_scale: default classifier-free guidance scale ``s`` (``1`` = plain
-            conditional, ``0`` = unconditional, ``> 1`` = stronger conditioning).
+            because ancestral sampling always adds its posterior noise and DPM-Solver++ adds none.
+        guidance_scale: classifier-free guidance scale ``s`` (``1`` = plain conditional,
+            ``0`` = unconditional, ``> 1`` = stronger conditioning). Ignored for unconditional
+            models (``uncond_context=None`` in :meth:`sample`).
         guidance_interval: ``[t_low, t_high]`` training timesteps (inclusive) where guidance
             applies; elsewhere the step uses the plain conditional prediction (one forward of
             ``B``, not ``2B``). ``None`` guides every step. Kynkäänniemi et al. 2024, "Applying
@@ -53,65 +77,76 @@ class DiffusionSampler:
             models" (https://arxiv.org/abs/2404.07724): at high noise, strong guidance pulls every
             sample of a class towards one layout (less variety); at low noise it only sharpens
             details the condition no longer decides.
+        clip_sample: clamp each step's predicted ``x0`` to ``[-clip_sample_range, clip_sample_range]``.
+            Off by default: latents are not bounded like pixels.
+        clip_sample_range: the bound used when ``clip_sample`` is on.
     """
 
-    def __init__(
-        self,
-        kind: str = "ddim",
-        steps: int | None = 50,
-        eta: float = 0.0,
-        guidance_scale: float = 3.0,
-        guidance_interval: Sequence[int] | None = None,
-    ) -> None:
-        if kind not in SCHEDULERS:
-            raise ValueError(f"kind must be one of {', '.join(SCHEDULERS)}; got {kind!r}")
+    kind: str = "ddim"
+    steps: int | None = 50
+    eta: float = 0.0
+    guidance_scale: float = 3.0
+    guidance_interval: tuple[int, int] | None = None
+    clip_sample: bool = False
+    clip_sample_range: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOLVERS:
+            raise ValueError(f"kind must be one of {', '.join(SOLVERS)}; got {self.kind!r}")
+        steps = self.steps
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
             raise ValueError(f"steps must be an integer >= 1 or None (all training steps), got {steps!r}")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (0.0 <= eta < float("inf")):
-            raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
-        self.kind = kind
-        self.steps = steps
-        self.eta = float(eta)
-        self.guidance_scale = validate_guidance_scale(guidance_scale)
-        self.guidance_interval = validate_guidance_interval(guidance_interval)
+        normalised = {
+            "eta": validate_eta(self.eta),
+            "guidance_scale": validate_guidance_scale(self.guidance_scale),
+            "guidance_interval": validate_guidance_interval(self.guidance_interval),
+        }
+        normalised["clip_sample"], normalised["clip_sample_range"] = validate_clip(self.clip_sample,
+                                                                                   self.clip_sample_range)
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)  # frozen: store the validated, normalised values
 
-    def __repr__(self) -> str:
-        return (
-            f"DiffusionSampler(kind={self.kind!r}, steps={self.steps!r}, eta={self.eta!r}, "
-            f"guidance_scale={self.guidance_scale!r}, guidance_interval={self.guidance_interval!r})"
-        )
+    def with_guidance(self, guidance_scale: float) -> DiffusionSampler:
+        """This sampler with another guidance scale, validated like the config's (a per-call scale)."""
+        return dataclasses.replace(self, guidance_scale=guidance_scale)
 
-    def build_scheduler(self, scheduler_config: Mapping[str, Any] | _NoiseScheduler) -> _NoiseScheduler:
-        """Scheduler of this sampler's ``kind`` with the training schedule and the inference grid set.
-
-        Args:
-            scheduler_config: the training scheduler's ``config`` dict (a Hydra node with
-                ``_target_`` is fine), or a scheduler instance whose config is reused.
+    def check_schedule(self, schedule: NoiseSchedule) -> int:
+        """The number of steps this sampler takes on ``schedule`` (call it to refuse a bad pair before any work).
 
         Raises:
             ValueError: ``steps`` exceeds the schedule's ``num_train_timesteps``.
         """
-        config = scheduler_config.config if isinstance(scheduler_config, _NoiseScheduler) else scheduler_config
-        scheduler = SCHEDULERS[self.kind].from_config(config)
-        steps = scheduler.num_train_timesteps if self.steps is None else self.steps
-        if steps > scheduler.num_train_timesteps:
+        steps = schedule.num_train_timesteps if self.steps is None else self.steps
+        if steps > schedule.num_train_timesteps:
             raise ValueError(
-                f"steps={steps} exceeds the scheduler's num_train_timesteps={scheduler.num_train_timesteps}; "
+                f"steps={steps} exceeds the noise schedule's num_train_timesteps={schedule.num_train_timesteps}; "
                 "a sampler cannot visit more timesteps than the model was trained on"
             )
-        scheduler.set_timesteps(steps)
-        return scheduler
+        return steps
+
+    def build_solver(self, schedule: NoiseSchedule) -> Solver:
+        """A fresh solver of this sampler's ``kind`` on ``schedule``, with the inference grid set.
+
+        Raises:
+            TypeError: ``schedule`` is not a :class:`NoiseSchedule`.
+            ValueError: ``steps`` exceeds the schedule's ``num_train_timesteps`` (:meth:`check_schedule`).
+        """
+        options: dict[str, Any] = {"clip_sample": self.clip_sample, "clip_sample_range": self.clip_sample_range}
+        if self.kind == "ddim":
+            options["eta"] = self.eta
+        solver = SOLVERS[self.kind](schedule, **options)  # refuses anything but a NoiseSchedule
+        solver.set_timesteps(self.check_schedule(schedule))
+        return solver
 
     @torch.no_grad()
     def sample(
         self,
         denoiser: Denoiser,
-        scheduler_config: Mapping[str, Any] | _NoiseScheduler,
+        schedule: NoiseSchedule,
         shape: Sequence[int],
         cond_context: Tensor,
         uncond_context: Tensor | None,
         generator: torch.Generator | None = None,
-        guidance_scale: float | None = None,
         progress: bool = False,
         return_trajectory_at: Iterable[int] | None = None,
     ) -> Tensor | tuple[Tensor, dict[int, Tensor]]:
@@ -120,15 +155,15 @@ class DiffusionSampler:
         Args:
             denoiser: ``denoiser(x_t (B,C,H,W), t (B,) long, context (B,L,D)) -> (B,C,H,W)``;
                 put modules in ``eval()`` mode before calling.
-            scheduler_config: training scheduler config (see :meth:`build_scheduler`).
+            schedule: the training noise schedule (see :meth:`build_solver`).
             shape: ``(B, C, H, W)`` of the samples (latents, for an LDM).
             cond_context: ``(B, L, D)`` conditioning; its device is where sampling runs.
-            uncond_context: ``(B, L, D)`` or ``(1, L, D)`` null conditioning. May be
-                ``None`` only when the guidance scale is 1.
+            uncond_context: ``(B, L, D)`` or ``(1, L, D)`` null conditioning, or ``None`` for an
+                unconditional model: then every step uses the conditional prediction only,
+                whatever :attr:`guidance_scale` says.
             generator: seeds the initial noise and every stochastic step, so a fixed
                 seed gives identical samples. A CPU generator works for GPU sampling too
                 (noise is drawn on the generator's device, then moved).
-            guidance_scale: overrides the sampler's default for this call.
             progress: show a ``rich`` progress bar over the steps.
             return_trajectory_at: timesteps at which to record the predicted ``x0``
                 (for a denoising-trajectory strip). Each is snapped to the nearest
@@ -143,32 +178,30 @@ class DiffusionSampler:
         on the conditional batch only (half the compute), and the result is exactly the
         cond-only sample rather than ``uncond + 1 * (cond - uncond)`` up to round-off.
         """
-        scale = self.guidance_scale if guidance_scale is None else validate_guidance_scale(guidance_scale)
         shape = tuple(int(s) for s in shape)
         if len(shape) < 2 or shape[0] != cond_context.shape[0]:
             raise ValueError(
                 f"shape must be (B, C, ...) with B = cond_context.shape[0]={cond_context.shape[0]}, got {shape}"
             )
-        if uncond_context is None and scale != 1.0:
-            raise ValueError(f"uncond_context is required for guidance_scale={scale} (only 1.0 skips it)")
+        guided = uncond_context is not None and self.guidance_scale != 1.0
 
-        scheduler = self.build_scheduler(scheduler_config)
+        solver = self.build_solver(schedule)
         device = cond_context.device
-        grid = [int(t) for t in scheduler.timesteps]  # descending
+        grid = [int(t) for t in solver.timesteps]  # descending
         record = self._snap_to_grid(return_trajectory_at, grid) if return_trajectory_at is not None else set()
         trajectory: dict[int, Tensor] = {}
 
         draw_device = generator.device if generator is not None else device
         x = torch.randn(shape, generator=generator, device=draw_device).to(device)  # (B, C, H, W) x_T ~ N(0, I)
-        step_kwargs: dict[str, Any] = {"eta": self.eta} if self.kind == "ddim" else {}
 
         for t in self._maybe_track(grid, progress):
             t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)  # (B,)
-            if scale == 1.0 or not self.guides_at(t):
-                model_output = denoiser(x, t_batch, cond_context)  # (B, C, H, W)
+            if guided and self.guides_at(t):
+                model_output = guided_prediction(denoiser, x, t_batch, cond_context, uncond_context,
+                                                 self.guidance_scale)  # (B, C, H, W)
             else:
-                model_output = guided_prediction(denoiser, x, t_batch, cond_context, uncond_context, scale)
-            out = scheduler.step(model_output, t, x, generator=generator, **step_kwargs)
+                model_output = denoiser(x, t_batch, cond_context)  # (B, C, H, W)
+            out = solver.step(model_output, t, x, generator=generator)
             x = out.prev_sample  # (B, C, H, W)
             if t in record:
                 trajectory[t] = out.pred_original_sample.clone()

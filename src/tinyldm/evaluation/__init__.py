@@ -3,9 +3,9 @@
 Typical use::
 
     model, info = load_or_train_classifier("mnist_5k", datamodule, cache_dir)
-    ref_images, ref_labels = dataset_arrays(datamodule.val_dataset)
-    train_images, _ = dataset_arrays(datamodule.train_dataset)
-    images, labels, meta = load_samples_npz("samples.npz")
+    ref_images, ref_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
+    train_images, _ = dataset_arrays(datamodule.train_dataset, datamodule.pad)
+    images, labels, meta = read_samples("samples.npz")  # tinyldm.samples_file
     scores = evaluate_samples(images, labels, ref_images, ref_labels, model,
                               datamodule.num_classes, real_floor_images_uint8=train_images)
 """
@@ -22,7 +22,6 @@ from tinyldm.evaluation.metrics import (
     MIN_SAMPLES,
     ClassifierFeatures,
     evaluate_samples,
-    load_samples_npz,
     validate_samples,
 )
 
@@ -33,7 +32,6 @@ __all__ = [
     "dataset_arrays",
     "evaluate_samples",
     "load_or_train_classifier",
-    "load_samples_npz",
     "predict",
     "to_input",
     "train_classifier",

@@ -33,6 +33,7 @@ from torch.utils.data import TensorDataset
 
 from tinyldm.lit.optim import one_cycle_pct_start
 from tinyldm.utils.files import atomic_write
+from tinyldm.utils.images import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,14 @@ def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.float().div(255.0).unsqueeze(1)
 
 
-def dataset_arrays(dataset: TensorDataset) -> tuple[np.ndarray, np.ndarray]:
+def dataset_arrays(dataset: TensorDataset, pad: int) -> tuple[np.ndarray, np.ndarray]:
     """A DigitsDataModule split -> (uint8 ``(N, 28, 28)`` images, int64 ``(N,)`` labels).
 
-    Undoes the module's padding and [-1, 1] scaling, so real data reach the
+    Undoes the module's padding (``pad`` pixels a side) and [-1, 1] scaling, so real data reach the
     classifier exactly as sampled images do.
     """
-    from tinyldm.data import DigitsDataModule
-
     images, labels = dataset.tensors[0], dataset.tensors[1]
-    return DigitsDataModule.to_uint8(images), labels.numpy().astype(np.int64)
+    return to_uint8(images, pad), labels.numpy().astype(np.int64)
 
 
 def _conv(c_in: int, c_out: int) -> list[nn.Module]:
@@ -147,8 +146,8 @@ def default_epochs(num_train: int) -> int:
 def train_classifier(
     train_images_uint8: np.ndarray,
     train_labels: np.ndarray,
-    test_images_uint8: np.ndarray,
-    test_labels: np.ndarray,
+    val_images_uint8: np.ndarray,
+    val_labels: np.ndarray,
     epochs: int | None = None,
     seed: int = 0,
     num_features: int = 128,
@@ -190,8 +189,8 @@ def train_classifier(
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-    _, preds = predict(model, test_images_uint8)
-    accuracy = (preds == torch.as_tensor(np.asarray(test_labels))).double().mean().item()
+    _, preds = predict(model, val_images_uint8)
+    accuracy = (preds == torch.as_tensor(np.asarray(val_labels))).double().mean().item()
     return model, accuracy
 
 
@@ -219,7 +218,8 @@ def _read_cache(path: Path, identity: dict[str, Any], num_classes: int, num_feat
             raise ValueError(f"written for other settings {payload.get('identity')}, expected {identity}")
         model = DigitClassifier(num_classes, num_features)
         model.load_state_dict(payload["state_dict"])
-        return model.eval(), float(payload["test_accuracy"])
+        # caches written before the key was named for the split it is measured on say "test_accuracy"
+        return model.eval(), float(payload["val_accuracy"] if "val_accuracy" in payload else payload["test_accuracy"])
     except Exception as error:  # torch.load raises many types for a corrupt file
         log.warning("cached classifier %s is unusable (%s: %s); retraining it", path, type(error).__name__, error)
         return None
@@ -244,13 +244,13 @@ def load_or_train_classifier(
     with a warning rather than silently reused.
 
     Returns:
-        ``(model, info)`` with info keys ``test_accuracy``, ``cache_path``,
+        ``(model, info)`` with info keys ``val_accuracy`` (on the held-out split), ``cache_path``,
         ``reused``, ``key``, ``num_train``, ``num_val``, ``epochs``.
     """
     datamodule.setup()
     datamodule = _full_train_datamodule(datamodule)
-    train_images, train_labels = dataset_arrays(datamodule.train_dataset)
-    val_images, val_labels = dataset_arrays(datamodule.val_dataset)
+    train_images, train_labels = dataset_arrays(datamodule.train_dataset, datamodule.pad)
+    val_images, val_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
     epochs = default_epochs(len(train_labels)) if epochs is None else int(epochs)
     identity = {
         "version": CLASSIFIER_VERSION, "dataset_key": dataset_key, "name": datamodule.name,
@@ -268,7 +268,7 @@ def load_or_train_classifier(
     if cached is not None:
         model, accuracy = cached
         log.info("reusing cached classifier %s (held-out accuracy %.4f)", path, accuracy)
-        return model.to(device), {**info, "test_accuracy": accuracy, "reused": True}
+        return model.to(device), {**info, "val_accuracy": accuracy, "reused": True}
 
     start = time.perf_counter()
     model, accuracy = train_classifier(
@@ -278,5 +278,5 @@ def load_or_train_classifier(
     log.info("trained classifier for %s in %.1fs: held-out accuracy %.4f", dataset_key, time.perf_counter() - start, accuracy)
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     with atomic_write(path) as handle:  # concurrent runs never read half a file
-        torch.save({"format": _CACHE_FORMAT, "identity": identity, "state_dict": state, "test_accuracy": accuracy}, handle)
-    return model, {**info, "test_accuracy": accuracy, "reused": False}
+        torch.save({"format": _CACHE_FORMAT, "identity": identity, "state_dict": state, "val_accuracy": accuracy}, handle)
+    return model, {**info, "val_accuracy": accuracy, "reused": False}

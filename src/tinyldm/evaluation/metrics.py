@@ -17,10 +17,8 @@ What a number means here:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +31,7 @@ from tinyldm.evaluation.classifier import DigitClassifier, predict, to_input
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClassifierFeatures", "validate_samples", "load_samples_npz", "evaluate_samples", "MIN_SAMPLES"]
+__all__ = ["ClassifierFeatures", "validate_samples", "evaluate_samples", "MIN_SAMPLES"]
 
 # FID estimates a covariance: 2 images is the mathematical minimum, but below a
 # few dozen the estimate is noise.  (Full rank needs num_features + 1 = 129.)
@@ -96,7 +94,7 @@ def validate_samples(
         if images.ndim == 4 and images.shape[1] == 1:
             hint = "; drop the channel axis (images[:, 0])"
         elif images.ndim == 3 and images.shape[1] == images.shape[2] and images.shape[1] > image_shape[0]:
-            hint = "; crop the padding first (DigitsDataModule.to_uint8 does)"
+            hint = "; crop the padding first (tinyldm.utils.images.to_uint8 does)"
         elif images.ndim == 3:
             hint = "; the classifier was built for 28x28 digits (does this dataset use another image size?)"
         raise ValueError(f"{what}: expected images of shape {expected}, got {tuple(images.shape)}{hint}")
@@ -108,7 +106,7 @@ def validate_samples(
             raise ValueError(
                 f"{what}: images must be uint8 pixels 0..255, got float ({images.dtype}, range "
                 f"[{images.min():.3g}, {images.max():.3g}]); convert model output in [-1, 1] "
-                "with DigitsDataModule.to_uint8"
+                "with tinyldm.utils.images.to_uint8"
             )
         raise ValueError(f"{what}: images must be uint8 pixels 0..255, got dtype {images.dtype}")
     n = len(images)
@@ -132,50 +130,6 @@ def validate_samples(
             f"{int(bad.sum())} out of range, e.g. {int(labels[bad][0])}"
         )
     return np.ascontiguousarray(images), labels.astype(np.int64)
-
-
-def load_samples_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read a sample file: arrays ``images`` (uint8 ``(N, 28, 28)``) and ``labels`` (``(N,)``, -1 = none).
-
-    Every other entry is returned in the metadata dict (0-d arrays as Python
-    scalars; an entry ``metadata`` holding a JSON string is parsed and merged).
-    Contents are not validated here -- :func:`validate_samples` does that.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"sample file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise ValueError(f"sample file {str(path)!r} is a directory, expected an .npz file")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as error:  # ValueError (pickle refused), OSError, EOFError: not numpy data at all
-        raise ValueError(f"{str(path)!r} is not an .npz archive ({type(error).__name__}: {error})") from error
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{str(path)!r} holds a single .npy array, expected an .npz archive with 'images' and 'labels'")
-    try:
-        with data:
-            arrays = {key: data[key] for key in data.files}
-    except Exception as error:  # zipfile.BadZipFile / ValueError for truncated or pickled members
-        raise ValueError(f"{str(path)!r} is a corrupt .npz archive ({type(error).__name__}: {error})") from error
-    for key in ("images", "labels"):
-        if key not in arrays:
-            raise ValueError(f"{str(path)!r} has no {key!r} array; it contains {sorted(arrays)}")
-    metadata: dict[str, Any] = {}
-    for key, value in arrays.items():
-        if key in ("images", "labels"):
-            continue
-        value = value.item() if value.ndim == 0 else value
-        if key == "metadata" and isinstance(value, str):
-            try:
-                parsed = json.loads(value)
-            except json.JSONDecodeError:
-                parsed = value
-            if isinstance(parsed, dict):
-                metadata.update(parsed)
-                continue
-            value = parsed
-        metadata[key] = value
-    return arrays["images"], arrays["labels"], metadata
 
 
 def _class_spread(features: torch.Tensor, groups: torch.Tensor, num_classes: int) -> dict[int, float]:

@@ -14,14 +14,14 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from tinyldm.utils.instantiate import build
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from tinyldm.autoencoders.base import Autoencoder
-from tinyldm.callbacks.image_logging import log_histogram, log_image_grid
 from tinyldm.lit.optim import build_optimizers, fused_allowed
 from tinyldm.utils.checkpoints import stamp
 from tinyldm.utils.images import crop, grid_uint8, to_unit
+from tinyldm.utils.instantiate import build
+from tinyldm.utils.loggers import log_histogram, log_image_grid
 
 STAGE = "autoencoder"
 _RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
@@ -44,7 +44,6 @@ class AutoencoderModule(L.LightningModule):
                 f"reconstruction_loss={reconstruction_loss!r} is not one of {sorted(_RECONSTRUCTION_LOSSES)}"
             )
         self.save_hyperparameters(ignore=["image_dir"])
-        self.stage = STAGE
         self.autoencoder: Autoencoder = build(dict(autoencoder))
         self.reconstruction_loss = _RECONSTRUCTION_LOSSES[reconstruction_loss]
         self.image_dir = image_dir

@@ -13,17 +13,17 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from tinyldm.utils.instantiate import build
 from torch.optim.swa_utils import AveragedModel
 
 from tinyldm.autoencoders.base import Autoencoder
-from tinyldm.callbacks.image_logging import log_image_grid
-from tinyldm.diffusion import DiffusionSampler
+from tinyldm.denoiser import ConditionalDenoiser
+from tinyldm.diffusion import DiffusionSampler, NoiseSchedule, from_legacy_config
 from tinyldm.diffusion.loss_weighting import min_snr_weights, validate_min_snr_gamma
-from tinyldm.lit.denoiser import ConditionalDenoiser
 from tinyldm.lit.optim import build_optimizers, fused_allowed
 from tinyldm.utils.checkpoints import stamp
 from tinyldm.utils.images import grid_uint8
+from tinyldm.utils.instantiate import build
+from tinyldm.utils.loggers import log_image_grid
 
 STAGE = "diffusion"
 
@@ -81,8 +81,12 @@ class LatentDiffusionModule(L.LightningModule):
         # EMA of UNet + conditioner (torch.optim.swa_utils); sampling always uses these weights
         self.ema = AveragedModel(self.denoiser, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)
-        self.noise_scheduler = build(dict(scheduler))
-        self.sampler: DiffusionSampler = build(dict(sampler))
+        # tinyldm <= 0.1 stored ``scheduler`` as a solver config with clip_sample in it: from_legacy_config turns
+        # it into the noise schedule and hands its clipping (a sampler setting now) to the sampler
+        schedule_config, legacy_sampler_settings = from_legacy_config(scheduler)
+        self.noise_schedule: NoiseSchedule = build(schedule_config)
+        self.sampler: DiffusionSampler = build(dict(sampler), **legacy_sampler_settings)
+        self._legacy_sampler_settings = legacy_sampler_settings  # any sampler used on this model must keep them
         self._ema_step = 0  # the optimizer step the EMA last averaged
         self._next_grid_step = int((grid or {}).get("every_n_steps", 0) or 0)  # when the next validation draws a grid
 
@@ -109,27 +113,28 @@ class LatentDiffusionModule(L.LightningModule):
     def diffusion_loss(self, denoiser: ConditionalDenoiser, latents: torch.Tensor, labels: torch.Tensor,
                        generator: torch.Generator | None = None, drop_labels: bool | None = None,
                        weighted: bool = True) -> torch.Tensor:
-        """MSE between the denoiser's output and the scheduler's target at random timesteps.
+        """MSE between the denoiser's output and the noise schedule's target at random timesteps.
 
         With ``min_snr_gamma`` set and ``weighted``, each sample's MSE is scaled by its min-SNR
         weight (training); validation passes ``weighted=False`` so ``ldm/val/loss`` stays the plain
         MSE, comparable between runs with and without weighting.
         """
         batch = latents.shape[0]
-        T = self.noise_scheduler.num_train_timesteps
+        T = self.noise_schedule.num_train_timesteps
         device = latents.device
         gen_device = generator.device if generator is not None else device
         timesteps = torch.randint(0, T, (batch,), generator=generator, device=gen_device).to(device)  # (B,)
         noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(device)  # (B, C, h, w)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        noisy = self.noise_schedule.add_noise(latents, noise, timesteps)  # (B, C, h, w)
         context = denoiser.context(labels, batch, drop_labels=drop_labels, generator=generator)  # (B, K, D)
         prediction = denoiser(noisy, timesteps, context)
-        target = self.noise_scheduler.training_target(latents, noise, timesteps)
+        target = self.noise_schedule.training_target(latents, noise, timesteps)  # (B, C, h, w)
         gamma = self.hparams.get("min_snr_gamma")
         if not (weighted and gamma):
             return F.mse_loss(prediction.float(), target.float())
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)  # (B,)
-        weights = min_snr_weights(self.noise_scheduler.alphas_cumprod, timesteps, self.noise_scheduler.prediction_type, gamma)
+        schedule = self.noise_schedule
+        weights = min_snr_weights(schedule.alphas_cumprod, timesteps, schedule.prediction_type, gamma)  # (B,)
         return (weights * per_sample).mean()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -203,17 +208,21 @@ class LatentDiffusionModule(L.LightningModule):
         self,
         labels: torch.Tensor | None,
         num_samples: int | None = None,
-        guidance_scale: float | None = None,
         generator: torch.Generator | None = None,
         sampler: DiffusionSampler | None = None,
         progress: bool = False,
-        return_latents: bool = False,
     ) -> torch.Tensor:
-        """Images (B, 1, H, W) in [-1, 1] for ``labels`` (B,), using the EMA weights.
+        """Images (B, 1, H, W) in [-1, 1] for ``labels`` (B,), from the EMA weights and ``sampler`` (default: ours).
 
-        Unconditional models take ``labels=None`` and ``num_samples``.
+        Unconditional models take ``labels=None`` and ``num_samples``; the sampler then ignores its guidance scale.
+        Another guidance scale is another sampler: ``sampler=module.sampler.with_guidance(scale)``.
         """
-        sampler = sampler or self.sampler
+        sampler = sampler if sampler is not None else self.sampler
+        lost = {key: value for key, value in self._legacy_sampler_settings.items() if getattr(sampler, key) != value}
+        if lost:
+            overrides = " ".join(f"sampler.{key}={str(value).lower()}" for key, value in lost.items())
+            raise ValueError(f"this checkpoint (tinyldm <= 0.1) was trained with scheduler settings {lost}, which "
+                             f"belong to the sampler now, but {sampler!r} does not keep them; pass {overrides}")
         denoiser = self.ema.module.eval()
         if labels is None:
             if self.is_conditional:
@@ -225,13 +234,11 @@ class LatentDiffusionModule(L.LightningModule):
             labels = labels.to(self.device)
             batch = labels.shape[0]
         cond = denoiser.context(labels, batch, drop_labels=False)  # (B, K, D)
-        uncond = denoiser.unconditional_context(batch)
-        scale = guidance_scale if guidance_scale is not None else sampler.guidance_scale
-        if not self.is_conditional:
-            scale = 1.0  # cond == uncond: guidance has nothing to mix
-        latents = sampler.sample(denoiser, self.noise_scheduler.config, (batch, *self.latent_shape), cond, uncond,
-                                 generator=generator, guidance_scale=scale, progress=progress)
-        return latents if return_latents else self.decode_latents(latents)
+        # None tells the sampler the model is unconditional: it samples with ``cond`` alone, whatever its scale
+        uncond = denoiser.unconditional_context(batch) if self.is_conditional else None  # (B, K, D)
+        latents = sampler.sample(denoiser, self.noise_schedule, (batch, *self.latent_shape), cond, uncond,
+                                 generator=generator, progress=progress)  # (B, C, h, w)
+        return self.decode_latents(latents)
 
     @torch.no_grad()
     def trajectory_strip(self, timesteps: Sequence[int] = (999, 750, 500, 250, 100, 0), seed: int = 0) -> Any:
@@ -243,12 +250,12 @@ class LatentDiffusionModule(L.LightningModule):
         denoiser = self.ema.module.eval()
         labels = torch.arange(max(self.num_classes, 1), device=self.device)
         batch = labels.shape[0]
-        cond = denoiser.context(labels if self.is_conditional else None, batch, drop_labels=False)
-        uncond = denoiser.unconditional_context(batch)
-        scale = self.sampler.guidance_scale if self.is_conditional else 1.0
-        final, trajectory = self.sampler.sample(denoiser, self.noise_scheduler.config, (batch, *self.latent_shape), cond, uncond,
-                                                generator=generator, guidance_scale=scale, return_trajectory_at=timesteps)
-        columns = [self.decode_latents(trajectory[t]) for t in sorted(trajectory, reverse=True)] + [self.decode_latents(final)]
+        cond = denoiser.context(labels if self.is_conditional else None, batch, drop_labels=False)  # (B, K, D)
+        uncond = denoiser.unconditional_context(batch) if self.is_conditional else None  # None: no guidance
+        final, trajectory = self.sampler.sample(denoiser, self.noise_schedule, (batch, *self.latent_shape), cond,
+                                                uncond, generator=generator, return_trajectory_at=timesteps)
+        columns = [self.decode_latents(trajectory[t]) for t in sorted(trajectory, reverse=True)]
+        columns.append(self.decode_latents(final))
         strip = torch.stack(columns, dim=1).flatten(0, 1)  # (batch * columns, 1, H, W), row-major per class
         return grid_uint8(strip, nrow=len(columns), pad=self.hparams.image_pad)
 
@@ -257,7 +264,7 @@ class LatentDiffusionModule(L.LightningModule):
         generator = torch.Generator(device="cpu").manual_seed(seed)
         if self.is_conditional:
             labels = torch.arange(self.num_classes).repeat_interleave(samples_per_class)  # (classes * n,)
-            images = self.sample(labels, guidance_scale=guidance_scale, generator=generator)
+            images = self.sample(labels, generator=generator, sampler=self.sampler.with_guidance(guidance_scale))
         else:
             images = self.sample(None, num_samples=10 * samples_per_class, generator=generator)
         return grid_uint8(images, nrow=samples_per_class, pad=self.hparams.image_pad)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+
 from tinyldm.utils.instantiate import build
 
 log = logging.getLogger(__name__)

@@ -13,14 +13,16 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from tinyldm.evaluation.metrics import load_samples_npz, validate_samples
-from tinyldm.evaluation.run import format_table, prefixed, score
-from tinyldm.tasks.sample import generate, load_diffusion_checkpoint, requested_labels, resolve_device
-from tinyldm.tasks.train import run_dir_of
-from tinyldm.tasks.validation import check_evaluate_config
+from tinyldm.config_checks import check_evaluate_config
+from tinyldm.evaluation.metrics import validate_samples
+from tinyldm.evaluation.score import format_table, prefixed, score
+from tinyldm.pipeline import LatentDiffusionPipeline, resolve_device
+from tinyldm.samples_file import read_samples
 from tinyldm.utils.distributed import is_global_zero
 from tinyldm.utils.files import write_json
+from tinyldm.utils.hydra_job import run_dir_of
 from tinyldm.utils.instantiate import build
+from tinyldm.utils.loggers import RunLoggers
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +34,19 @@ def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarra
     checkpoint its metadata names, when that file is still there.
     """
     if cfg.samples:
-        images, labels, metadata = load_samples_npz(cfg.samples)
+        images, labels, metadata = read_samples(cfg.samples)
         images, labels = validate_samples(images, labels, datamodule.num_classes, what=f"samples={cfg.samples!r}")
         ckpt = metadata.get("ckpt")
         if ckpt and Path(str(ckpt)).is_file():
-            return images, labels, metadata, load_diffusion_checkpoint(ckpt, resolve_device(cfg.device)).autoencoder
+            return images, labels, metadata, LatentDiffusionPipeline.from_checkpoint(ckpt, resolve_device(cfg.device)).autoencoder
         log.info("No reconstruction ceiling: the samples file names no readable checkpoint (metadata ckpt=%r)", ckpt)
         return images, labels, metadata, None
     sampler = build(cfg.sampler)
-    model = load_diffusion_checkpoint(cfg.ckpt, resolve_device(cfg.device))
-    labels = requested_labels(model, int(cfg.evaluation.n_per_class), None, None)
-    images = generate(model, labels, sampler, int(cfg.seed), int(cfg.evaluation.batch_size))
+    pipeline = LatentDiffusionPipeline.from_checkpoint(cfg.ckpt, resolve_device(cfg.device))
+    labels = pipeline.labels(int(cfg.evaluation.n_per_class))
+    images = pipeline.generate(labels, sampler, int(cfg.seed), int(cfg.evaluation.batch_size))
     settings = {"ckpt": str(cfg.ckpt), "sampler": OmegaConf.to_container(cfg.sampler, resolve=True)}
-    return datamodule.to_uint8(images), labels.numpy(), settings, model.autoencoder
+    return pipeline.to_uint8(images), labels.numpy(), settings, pipeline.autoencoder
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -72,8 +74,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def _log_to_loggers(cfg: DictConfig, metrics: dict[str, Any]) -> None:
     """Send the scalar figures to the configured loggers (W&B: one run per sweep point)."""
-    from tinyldm.tasks.builders import RunLoggers
-
     loggers = RunLoggers(cfg.get("logger"))
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for logger in loggers.for_stage("evaluate"):
@@ -81,8 +81,3 @@ def _log_to_loggers(cfg: DictConfig, metrics: dict[str, Any]) -> None:
         logger.log_metrics(scalars)
     loggers.finish()
 
-
-def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    name = cfg.get("optimized_metric")
-    value = metrics.get(name) if name else None
-    return None if value is None else float(value)

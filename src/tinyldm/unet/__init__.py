@@ -1,6 +1,6 @@
 """Denoising UNet with transformer blocks for cross-attention conditioning."""
 
-from .attention import Attention, FeedForward, GEGLU, SpatialTransformer, TransformerBlock
+from .attention import GEGLU, Attention, FeedForward, SpatialTransformer, TransformerBlock
 from .embeddings import TimestepEmbedding, sinusoidal_embedding
 from .resnet import Downsample, ResnetBlock, Upsample
 from .unet import UNet

@@ -155,10 +155,6 @@ class UNet(nn.Module):
         h = F.silu(self.norm_out(h))  # (B, c_0, H, W) with c_0 = base_channels * channel_mult[0]
         return self.conv_out(h)  # (B, c_0, H, W) -> (B, C_out, H, W)
 
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        """Number of (optionally only trainable) parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
     def _check_inputs(self, x: Tensor, timesteps: Tensor, context: Tensor | None) -> Tensor:
         """Cheap shape checks with readable errors; returns timesteps as a ``(B,)`` tensor."""
         expected = (self.in_channels, self.sample_size, self.sample_size)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +12,13 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.lit.autoencoder_module import STAGE, AutoencoderModule, compute_scale_factor
-from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes, stage_length
+from tinyldm.training.trainer import StageResult, build_trainer, log_batch_sizes, stage_length, stage_metrics
 from tinyldm.utils.autoencoder_cache import AutoencoderCache
 from tinyldm.utils.distributed import is_global_zero
+from tinyldm.utils.loggers import RunLoggers
 
 log = logging.getLogger(__name__)
 SCALE_FACTOR_MAX_IMAGES = 10_000  # enough for a stable std estimate, cheap on any dataset
-
-
-@dataclass
-class StageResult:
-    checkpoint: Path
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def _stage_metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
 def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, loggers: RunLoggers,
@@ -56,7 +46,7 @@ def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDat
     else:  # e.g. model=identity: nothing to learn, but still measure the reconstruction metrics
         trainer.validate(module, datamodule=datamodule, verbose=False)
     fit_seconds = time.perf_counter() - start
-    metrics = _stage_metrics(trainer, "ae/val/")
+    metrics = stage_metrics(trainer, "ae/val/")
 
     datamodule.setup("fit")
     images = datamodule.train_dataset.tensors[0][:SCALE_FACTOR_MAX_IMAGES]  # (N, 1, H, W)

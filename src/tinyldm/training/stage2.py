@@ -11,15 +11,16 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from tinyldm.config_checks import check_stage2_parts, unet_config_for
+from tinyldm.data.latents import LatentDataModule
+from tinyldm.evaluation.score import format_table, prefixed, score
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import STAGE, LatentDiffusionModule
-from tinyldm.lit.latent_cache import LatentDataModule
-from tinyldm.tasks.builders import RunLoggers, build_trainer, log_batch_sizes, stage_length
-from tinyldm.tasks.stage1 import StageResult, _stage_metrics
-from tinyldm.tasks.validation import check_stage2_parts, unet_config_for
+from tinyldm.pipeline import LatentDiffusionPipeline
+from tinyldm.training.trainer import StageResult, build_trainer, log_batch_sizes, stage_length, stage_metrics
 from tinyldm.utils.checkpoints import require_stage, restore_module
-from tinyldm.callbacks.image_logging import log_image_grid
 from tinyldm.utils.images import save_png
+from tinyldm.utils.loggers import RunLoggers, log_image_grid
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
 
     checkpoint = run_dir / "checkpoints" / "diffusion.ckpt"
     trainer.save_checkpoint(checkpoint)  # the full training state (optimizer, loops, callbacks), so the file can be resumed
-    metrics = _stage_metrics(trainer, "ldm/val/")
+    metrics = stage_metrics(trainer, "ldm/val/")
     seen = trainer.global_step * int(cfg.diffusion.batch_size) * trainer.world_size
     metrics.update({
         "ldm/wall_seconds": fit_seconds,
@@ -105,15 +106,13 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
 
 def evaluate_model(module: LatentDiffusionModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> dict:
     """Sample ``evaluation.n_per_class`` images per class with the EMA model and score them."""
-    from tinyldm.evaluation.run import format_table, prefixed, score
-    from tinyldm.tasks.sample import generate, requested_labels
-
     evaluation = cfg.evaluation
+    pipeline = LatentDiffusionPipeline(module)
     start = time.perf_counter()
-    labels = requested_labels(module, int(evaluation.n_per_class), None, None)
-    images = generate(module, labels, module.sampler, int(evaluation.seed), int(evaluation.batch_size))
+    labels = pipeline.labels(int(evaluation.n_per_class))
+    images = pipeline.generate(labels, seed=int(evaluation.seed), batch_size=int(evaluation.batch_size))
     sample_seconds = time.perf_counter() - start
-    result = score(datamodule.to_uint8(images), labels.numpy(), datamodule, cfg.paths.cache_dir,
+    result = score(pipeline.to_uint8(images), labels.numpy(), datamodule, cfg.paths.cache_dir,
                    evaluation.classifier_epochs, int(evaluation.seed), autoencoder=module.autoencoder)
     log.info("\n%s", format_table(result, f"evaluation of the final EMA model ({module.sampler})"))
     result.update({"sample_images_per_second": len(labels) / sample_seconds, "guidance_scale": module.sampler.guidance_scale,

@@ -1,6 +1,6 @@
 """Evaluate a stage-2 model or a samples file against a dataset, with the real-data floor beside it.
 
-Shared by the end of training (``tasks/stage2.py``) and ``evaluate.py`` so both report the same
+Shared by the end of training (``training/stage2.py``) and ``evaluate.py`` so both report the same
 figures under the same keys (``eval/cond_acc``, ``eval/fid``, ``eval/fid_floor``, ...).
 """
 
@@ -17,6 +17,7 @@ import torch
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.evaluation.classifier import dataset_arrays, load_or_train_classifier
 from tinyldm.evaluation.metrics import evaluate_samples
+from tinyldm.utils.images import to_uint8
 
 log = logging.getLogger(__name__)
 SCALAR_KEYS = ("cond_acc", "fid", "fid_floor", "fid_ratio", "fid_recon", "fid_recon_ratio", "recon_acc", "classifier_acc",
@@ -36,13 +37,13 @@ def score(images: np.ndarray, labels: np.ndarray, datamodule: Any, cache_dir: st
                          "has 28x28 images (after removing the padding)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     classifier, info = load_or_train_classifier(datamodule.name, datamodule, cache_dir, epochs=classifier_epochs, device=device)
-    reference_images, reference_labels = dataset_arrays(datamodule.val_dataset)
-    train_images, train_labels = dataset_arrays(datamodule.train_dataset)
+    reference_images, reference_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
+    train_images, train_labels = dataset_arrays(datamodule.train_dataset, datamodule.pad)
     reconstruct = None if autoencoder is None else partial(reconstruct_uint8, autoencoder, datamodule)
     result = evaluate_samples(images, labels, reference_images, reference_labels, classifier, datamodule.num_classes,
                               real_floor_images_uint8=train_images, seed=seed, real_floor_labels=train_labels,
                               reconstruct=reconstruct)
-    result["classifier_test_acc"] = info["test_accuracy"]
+    result["classifier_val_acc"] = info["val_accuracy"]
     result["classifier_cache"] = info["cache_path"]
     return result
 
@@ -57,7 +58,7 @@ def reconstruct_uint8(autoencoder: Autoencoder, datamodule: Any, images: np.ndar
     with torch.autocast(device_type=device.type, enabled=False):
         for chunk in np.array_split(images, max(1, -(-len(images) // batch_size))):
             x = datamodule.from_uint8(chunk).to(device)  # (B, 1, S, S) in [-1, 1]
-            out.append(datamodule.to_uint8(autoencoder.decode(autoencoder.encode(x).float())))
+            out.append(to_uint8(autoencoder.decode(autoencoder.encode(x).float()), datamodule.pad))
     autoencoder.train(was_training)
     return np.concatenate(out)
 
@@ -74,7 +75,7 @@ def format_table(result: dict[str, Any], title: str = "evaluation") -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     lines = [title, "-" * len(title)]
-    lines += [f"{key:<22}{fmt(result.get(key))}" for key in (*SCALAR_KEYS, "classifier_test_acc")]
+    lines += [f"{key:<22}{fmt(result.get(key))}" for key in (*SCALAR_KEYS, "classifier_val_acc")]
     per_class = result.get("per_class_acc")
     if per_class:
         lines.append("per-class accuracy    " + " ".join("-" if a is None else f"{a:.2f}" for a in per_class))

@@ -1,80 +1,36 @@
-"""Build Lightning objects (trainer, loggers, callbacks) for one stage from the composed config."""
+"""Build Lightning objects (trainer, callbacks) for one stage from the composed config, and read back what it measured."""
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from tinyldm.utils.instantiate import build
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.callbacks.progress import BudgetLog
 from tinyldm.utils.checkpoints import SafeCheckpointIO
+from tinyldm.utils.instantiate import build
+from tinyldm.utils.loggers import RunLoggers
 
 log = logging.getLogger(__name__)
 
 
-class RunLoggers:
-    """Loggers for a run with several stages.
+@dataclass
+class StageResult:
+    """What a finished stage leaves: its checkpoint and its figures (``ae/...`` or ``ldm/...``)."""
 
-    File loggers (CSV, TensorBoard) get one sub-folder per stage so stage 2 does not overwrite
-    stage 1's files; a W&B run is created once and shared, so both stages land on one dashboard
-    (metric names carry the stage: ``ae/...``, ``ldm/...``). A resumed run passes the W&B run id
-    stored in its checkpoint, so it continues that W&B run rather than starting a new one.
-    """
-
-    def __init__(self, logger_cfg: DictConfig | None, run_config: dict[str, Any] | None = None,
-                 wandb_run_id: str | None = None) -> None:
-        self.cfg = logger_cfg or {}
-        self.run_config = run_config or {}
-        self.wandb_run_id = wandb_run_id
-        self._shared: dict[str, Logger] = {}
-
-    def for_stage(self, stage: str) -> list[Logger]:
-        loggers: list[Logger] = []
-        for key, spec in self.cfg.items():
-            if not isinstance(spec, DictConfig) or "_target_" not in spec:
-                continue
-            if key in self._shared:
-                loggers.append(self._shared[key])
-                continue
-            target = str(spec._target_)
-            if target.endswith(("CSVLogger", "TensorBoardLogger")):
-                logger = build(spec, version=free_version(Path(spec.save_dir) / str(spec.get("name", "")), stage))
-            elif target.endswith(("wandb_logger", "WandbLogger")) and self.wandb_run_id:
-                logger = self._shared[key] = build(spec, id=self.wandb_run_id, resume="allow")
-            else:
-                logger = self._shared[key] = build(spec)
-            if self.run_config:  # the whole resolved config becomes the run's config (W&B: run config)
-                logger.log_hyperparams(self.run_config)
-            loggers.append(logger)
-        return loggers
-
-    def finish(self, status: str = "success") -> None:
-        """Close shared loggers; a crashed job marks its own run failed and leaves the others alone."""
-        for logger in self._shared.values():
-            logger.finalize(status)
-            experiment = getattr(logger, "_experiment", None)
-            if experiment is not None and hasattr(experiment, "finish"):
-                experiment.finish(exit_code=0 if status == "success" else 1)
+    checkpoint: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def free_version(logger_dir: Path, stage: str) -> str:
-    """``stage``, or ``stage-resumed-N`` when a resumed run finds that stage's logs already there.
-
-    Lightning's CSVLogger deletes an existing ``metrics.csv`` in its version folder, which would
-    throw away the history of the run being resumed.
-    """
-    version, n = stage, 0
-    while (logger_dir / version).exists() and any((logger_dir / version).iterdir()):
-        n += 1
-        version = f"{stage}-resumed-{n}"
-    return version
+def stage_metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
+    """The trainer's last logged values whose names start with ``prefix`` (e.g. ``ae/val/``)."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
 def build_callbacks(callbacks_cfg: DictConfig | None, checkpoint_dir: Path, has_logger: bool = True) -> list[Callback]:

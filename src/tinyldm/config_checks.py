@@ -162,9 +162,9 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
         # legitimate as an ablation baseline, but easy to do by accident
         log.warning("unet.transformer_depth=0: the UNet has no cross-attention, so the class labels cannot reach it "
                     "and the model trains as an unconditional one (guidance has no effect)")
-    scheduler = build(cfg.scheduler)
+    schedule = build(cfg.scheduler)
     try:
-        build(cfg.sampler).build_scheduler(scheduler.config)  # e.g. sampler.steps > num_train_timesteps
+        build(cfg.sampler).check_schedule(schedule)  # e.g. sampler.steps > num_train_timesteps
     except ValueError as error:
         raise ValueError(f"sampler: {error}") from None
     validate_min_snr_gamma(cfg.diffusion.get("min_snr_gamma"))

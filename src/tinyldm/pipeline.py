@@ -1,0 +1,110 @@
+"""The one inference path: a trained stage-2 model, loaded safely, turned into images.
+
+``sample.py``, ``evaluate.py``, the end-of-training evaluation and the notebook all generate through
+:class:`LatentDiffusionPipeline`, so a seed means the same images everywhere and a checkpoint from
+someone else is read the same careful way everywhere (weights only, stored ``_target_``\\ s
+checked against the allow-list: :mod:`tinyldm.utils.checkpoints`).
+
+    pipeline = LatentDiffusionPipeline.from_checkpoint("runs/.../diffusion.ckpt", device="cpu")
+    labels = pipeline.labels(n_per_class=8)                       # (80,) 0,0,...,9
+    images = pipeline.generate(labels, seed=0)                    # (80, 1, 32, 32) in [-1, 1]
+    pixels = pipeline.to_uint8(images)                            # (80, 28, 28) uint8
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinyldm.diffusion import DiffusionSampler
+from tinyldm.lit.diffusion_module import LatentDiffusionModule
+from tinyldm.utils.checkpoints import require_stage, restore_module
+from tinyldm.utils.images import to_uint8
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when there is one, else the CPU; anything but ``DEVICE_CHOICES`` is refused."""
+    if name not in DEVICE_CHOICES:
+        raise ValueError(f"device={name!r} is not one of {list(DEVICE_CHOICES)}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class LatentDiffusionPipeline:
+    """Generate images from a stage-2 model: labels in, seeded batches through the sampler, images out.
+
+    Args:
+        model: a stage-2 module (trained in this process, or read by :meth:`from_checkpoint`);
+            sampling always uses its EMA weights.
+    """
+
+    def __init__(self, model: LatentDiffusionModule) -> None:
+        self.model = model
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu") -> LatentDiffusionPipeline:
+        """Read a stage-2 checkpoint (refusing stage-1, foreign or unsafe files with a clear error)."""
+        model = restore_module(LatentDiffusionModule, require_stage(path, "diffusion"), path)
+        return cls(model.to(device).eval())
+
+    @property
+    def autoencoder(self) -> torch.nn.Module:
+        """The frozen stage-1 model whose decoder makes the images (its ceiling bounds their quality)."""
+        return self.model.autoencoder
+
+    @property
+    def sampler(self) -> DiffusionSampler:
+        """The sampler stored with the model (the one its training grids used)."""
+        return self.model.sampler
+
+    def labels(self, n_per_class: int, classes: Sequence[int] | None = None, n: int | None = None) -> torch.Tensor:
+        """(N,) labels to ask for: each of ``classes`` (default: all) ``n_per_class`` times, in class order.
+
+        An unconditional model has no classes: it gets ``n`` (default ``10 * n_per_class``) labels of -1.
+        """
+        if n_per_class < 1:
+            raise ValueError(f"n_per_class={n_per_class} must be >= 1")
+        if not self.model.is_conditional:
+            if classes:
+                raise ValueError(f"classes={list(classes)} given, but this checkpoint is unconditional")
+            count = int(n) if n is not None else 10 * n_per_class
+            if count < 1:
+                raise ValueError(f"n={n} must be >= 1")
+            return torch.full((count,), -1, dtype=torch.long)
+        allowed = list(range(self.model.num_classes))
+        wanted = allowed if classes is None else [int(c) for c in classes]
+        bad = [c for c in wanted if c not in allowed]
+        if bad or not wanted:
+            raise ValueError(f"classes={wanted}: {bad or 'empty'} not among the model's classes {allowed}")
+        return torch.tensor(wanted, dtype=torch.long).repeat_interleave(n_per_class)  # (N,)
+
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor, sampler: DiffusionSampler | None = None, seed: int = 0,
+                 batch_size: int = 250, progress: bool = False) -> torch.Tensor:
+        """Images (N, 1, H, W) in [-1, 1] for ``labels`` (N,) (-1s for an unconditional model).
+
+        One CPU generator drives every batch, so ``seed`` fixes the images whatever the device and
+        the same seed gives the same images in ``sample.py``, ``evaluate.py`` and training's evaluation.
+        """
+        sampler = sampler or self.sampler
+        sampler.check_schedule(self.model.noise_schedule)  # e.g. steps > T: refused before any work
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        chunks = []
+        for batch in labels.split(batch_size):  # (b,)
+            if self.model.is_conditional:
+                images = self.model.sample(batch, generator=generator, sampler=sampler, progress=progress)
+            else:
+                images = self.model.sample(None, num_samples=len(batch), generator=generator, sampler=sampler,
+                                           progress=progress)
+            chunks.append(images.cpu())  # (b, 1, H, W)
+        return torch.cat(chunks)
+
+    def to_uint8(self, images: torch.Tensor) -> np.ndarray:
+        """(N, 1, H, W) in [-1, 1] -> (N, 28, 28) uint8: the model's padding cropped, as the data were stored."""
+        return to_uint8(images, pad=int(self.model.hparams.image_pad))
