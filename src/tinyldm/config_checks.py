@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.utils.checkpoints import require_stage, restore_module
@@ -40,8 +41,13 @@ def check_int(value: Any, name: str, minimum: int, allow_none: bool = False) -> 
         raise ValueError(f"{name}={value!r} is not allowed: it must be {allowed}")
 
 
-def check_train_config(cfg: DictConfig) -> None:
-    """Everything ``train.py`` can refuse without data: config values, checkpoints named, stage-2 parts."""
+def check_train_config(cfg: DictConfig) -> AutoencoderModule | None:
+    """Every value ``train.py`` can refuse before it builds a model: config values and the checkpoint named.
+
+    Returns the stage-1 module read from ``autoencoder_ckpt`` (None without one), so the run reads that
+    file once. What needs the run's stage-1 model (its budget, stage 2's parts on its latent shape) is
+    :func:`check_train_parts`, called as soon as the run has built that model, still before any data are read.
+    """
     with torch.random.fork_rng(devices=[]):
         stage1 = check_stage(cfg)
         check_int(cfg.seed, "seed", 0)
@@ -52,18 +58,27 @@ def check_train_config(cfg: DictConfig) -> None:
                     "model.training.max_steps (stage 1) and diffusion.max_steps (stage 2), or their max_epochs; "
                     "remove the trainer setting"
                 )
-        autoencoder = stage1.autoencoder if stage1 is not None else build(cfg.model.net)
-        training = cfg.model.training
-        check_budget(training, "model.training", 1 if autoencoder.is_trainable else 0)
-        check_int(training.get("batch_size"), "model.training.batch_size", 1, allow_none=True)
+        check_int(cfg.model.training.get("batch_size"), "model.training.batch_size", 1, allow_none=True)
         if cfg.stage in ("diffusion", "all"):
             check_int(cfg.diffusion.batch_size, "diffusion.batch_size", 1)
             check_budget(cfg.diffusion, "diffusion", 1)
             check_int(cfg.diffusion.grid.get("every_n_steps", 0), "diffusion.grid.every_n_steps", 0)
-            datamodule = build(cfg.dataset)  # validates the dataset settings; loads nothing yet
-            check_stage2_parts(cfg, autoencoder.latent_shape(datamodule.image_shape), datamodule.num_classes)
+            build(cfg.dataset)  # validates the dataset settings; loads nothing yet
             if cfg.evaluation.enabled:
                 check_evaluation(cfg.evaluation)
+    return stage1
+
+
+def check_train_parts(cfg: DictConfig, autoencoder: Autoencoder, datamodule: Any) -> None:
+    """What needs the run's stage-1 model, checked before any data are read.
+
+    Its budget (a model with nothing to learn, ``model=identity``, may train for 0 steps) and, for
+    stage 2, the UNet, conditioner, noise schedule and sampler, built once on its latent shape.
+    """
+    with torch.random.fork_rng(devices=[]):
+        check_budget(cfg.model.training, "model.training", 1 if autoencoder.is_trainable else 0)
+        if cfg.stage in ("diffusion", "all"):
+            check_stage2_parts(cfg, autoencoder.latent_shape(datamodule.image_shape), datamodule.num_classes)
 
 
 def check_budget(section: DictConfig, name: str, minimum: int) -> None:

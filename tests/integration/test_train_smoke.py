@@ -50,6 +50,11 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     assert again["autoencoder_reused"] is True
     assert "Reusing the cached stage-1 checkpoint" in caplog.text
     assert not (second / "checkpoints" / "autoencoder.ckpt").exists()
+    # stage 2 starts from the seed's random state however stage 1 came about: the re-run trains the same weights
+    trained, retrained = (torch.load(run / "checkpoints" / "diffusion.ckpt", weights_only=True)["state_dict"]
+                          for run in (first, second))
+    assert trained.keys() == retrained.keys()
+    assert all(torch.equal(trained[key], retrained[key]) for key in trained)
 
     # the stage-2 checkpoint is self-contained and samples identically for a fixed seed
     from tinyldm.pipeline import LatentDiffusionPipeline
@@ -92,3 +97,26 @@ def test_multirun_with_default_paths_reuses_stage1_and_writes_summary(tmp_path):
     assert len([p for p in (tmp_path / ".cache" / "tinyldm" / "autoencoders").iterdir() if p.is_dir()]) == 2
     for job in range(4):
         assert (sweep_dir / str(job) / "checkpoints" / "diffusion.ckpt").is_file()
+
+
+def test_a_run_builds_its_stage1_model_once_and_hands_it_to_stage2(compose, tmp_path, monkeypatch):
+    """Trained here, or read from ``autoencoder_ckpt``: one stage-1 build per run (stage 2 gets it in memory)."""
+    from tinyldm.autoencoders import ConvAutoencoder
+    from tinyldm.tasks import train
+
+    builds = []
+    build_once = ConvAutoencoder.__init__
+
+    def counted(self, *args, **kwargs):
+        builds.append(type(self).__name__)
+        build_once(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConvAutoencoder, "__init__", counted)
+    smoke = ["model=ae", "debug=smoke", "logger=none", "evaluation.enabled=false", "diffusion.max_epochs=1"]
+    first = train.run(compose([*smoke, f"paths.output_dir={tmp_path}/first"]))
+    assert builds == ["ConvAutoencoder"] and first["autoencoder_reused"] is False
+
+    builds.clear()
+    train.run(compose([*smoke, "stage=diffusion", f"autoencoder_ckpt={first['autoencoder_ckpt']}",
+                       f"paths.output_dir={tmp_path}/second"]))
+    assert builds == ["ConvAutoencoder"]

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.helpers.payloads import FIXTURES_DIR, LEGACY_AUTOENCODER, LEGACY_DIFFUSION, PAYLOADS
+from tests.helpers.payloads import FIXTURES_DIR, PAYLOADS
 from tests.helpers.runs import path_overrides, run_script
 from tinyldm.utils.autoencoder_cache import MARKER_FORMAT
 from tinyldm.utils.checkpoints import UnsafeCheckpointError

@@ -64,17 +64,19 @@ class LatentDiffusionModule(L.LightningModule):
         grid: Mapping[str, Any] | None = None,
         seed: int = 0,
         image_dir: str | None = None,
+        trained_autoencoder: Autoencoder | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"diffusion.ema_decay={ema_decay} must be in [0, 1)")
         validate_min_snr_gamma(min_snr_gamma)
-        self.save_hyperparameters(ignore=["image_dir"])
+        self.save_hyperparameters(ignore=["image_dir", "trained_autoencoder"])
         self.image_dir = image_dir
         self.latent_shape = tuple(int(s) for s in latent_shape)  # (C, h, w)
 
-        # frozen stage 1: eval mode, no gradients, always run in fp32
-        self.autoencoder: Autoencoder = build(dict(autoencoder))
+        # frozen stage 1: eval mode, no gradients, always run in fp32. A training run hands over the model its
+        # stage 1 trained or read (``trained_autoencoder``); a checkpoint rebuilds it from ``autoencoder``, its config
+        self.autoencoder: Autoencoder = trained_autoencoder if trained_autoencoder is not None else build(dict(autoencoder))
         self.autoencoder.requires_grad_(False).eval()
 
         self.denoiser = ConditionalDenoiser(build(dict(unet)), build(dict(conditioner)), channels_last=channels_last)

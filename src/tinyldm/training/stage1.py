@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.lit.autoencoder_module import STAGE, AutoencoderModule, compute_scale_factor
 from tinyldm.training.trainer import StageResult, build_trainer, log_batch_sizes, stage_length, stage_metrics
 from tinyldm.utils.autoencoder_cache import AutoencoderCache
+from tinyldm.utils.checkpoints import CheckpointError, require_stage, restore_module
 from tinyldm.utils.distributed import is_global_zero
 from tinyldm.utils.loggers import RunLoggers
 
@@ -21,18 +22,41 @@ log = logging.getLogger(__name__)
 SCALE_FACTOR_MAX_IMAGES = 10_000  # enough for a stable std estimate, cheap on any dataset
 
 
-def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, loggers: RunLoggers,
-                      ckpt_path: Path | None = None) -> StageResult:
-    """Fit the configured autoencoder (resuming from ``ckpt_path``), measure its scale factor, save ``autoencoder.ckpt``."""
+def new_autoencoder_module(cfg: DictConfig, run_dir: Path, pad: int) -> AutoencoderModule:
+    """The untrained stage-1 module ``cfg.model`` describes."""
     training = cfg.model.training
-    module = AutoencoderModule(
+    return AutoencoderModule(
         autoencoder=OmegaConf.to_container(cfg.model.net, resolve=True),
         optimizer=OmegaConf.to_container(training.optimizer, resolve=True),
         lr_scheduler=OmegaConf.to_container(training.lr_scheduler, resolve=True) if training.get("lr_scheduler") else None,
         reconstruction_loss=training.get("reconstruction_loss", "mse"),
-        metric_crop=datamodule.pad,
+        metric_crop=pad,
         image_dir=str(run_dir / "images"),
     )
+
+
+def stage1_module(cfg: DictConfig, run_dir: Path, pad: int, trains: bool, resume_stage: str | None,
+                  from_file: AutoencoderModule | None) -> tuple[AutoencoderModule, Path | None]:
+    """The run's one stage-1 module and the checkpoint it was read from (None: built from ``cfg.model``).
+
+    Built once per run, then trained, filled from the cache or taken as read, and handed to stage 2 in
+    memory. ``from_file`` is what the start-up checks read from ``autoencoder_ckpt``; a resumed stage 2
+    reads the run's own ``autoencoder.ckpt``.
+    """
+    if trains:
+        return new_autoencoder_module(cfg, run_dir, pad), None
+    if from_file is not None:
+        return from_file, Path(cfg.autoencoder_ckpt)
+    own = run_dir / "checkpoints" / "autoencoder.ckpt"
+    if resume_stage == "diffusion" and own.exists():  # written by the run being resumed
+        return restore_module(AutoencoderModule, require_stage(own, "autoencoder"), own), own
+    return new_autoencoder_module(cfg, run_dir, pad), None
+
+
+def train_autoencoder(module: AutoencoderModule, cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule,
+                      loggers: RunLoggers, ckpt_path: Path | None = None) -> StageResult:
+    """Fit ``module`` (resuming from ``ckpt_path``), measure its scale factor, save ``autoencoder.ckpt``."""
+    training = cfg.model.training
     if training.get("batch_size"):
         # small autoencoders on a few thousand images need many small steps more than big batches
         datamodule.batch_size = int(training.batch_size)
@@ -68,8 +92,9 @@ def train_autoencoder(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDat
     return StageResult(checkpoint, metrics)
 
 
-def autoencoder_for_run(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, loggers: RunLoggers) -> tuple[StageResult, bool]:
-    """Return the stage-1 result for this run and whether it was reused from the cache.
+def autoencoder_for_run(module: AutoencoderModule, cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule,
+                        loggers: RunLoggers) -> tuple[StageResult, bool]:
+    """Train ``module``, or load the cached weights of the same stage-1 config into it; say which.
 
     The cache entry's lock is held from the look-up to the store, so parallel jobs with one stage-1
     config train it once. Other DDP ranks of this job only look: rank zero holds the lock while they
@@ -80,10 +105,15 @@ def autoencoder_for_run(cfg: DictConfig, run_dir: Path, datamodule: L.LightningD
     with lock:
         hit = cache.lookup() if cfg.get("reuse_autoencoder", True) else None
         if hit is not None:
+            try:  # the entry's key covers this exact config, so its weights fit unless the model's code changed
+                module.load_state_dict(hit.state_dict)
+            except RuntimeError as error:
+                raise CheckpointError(f"stage-1 cache entry {str(hit.checkpoint)!r} does not fit the model this code "
+                                      f"builds ({str(error)[:200]}); pass reuse_autoencoder=false to retrain it") from None
             log.info("Reusing the cached stage-1 checkpoint %s (trained earlier with this exact stage-1 config, "
                      "data and seed); set reuse_autoencoder=false to retrain", hit.checkpoint)
             return StageResult(hit.checkpoint, hit.metrics), True
-        result = train_autoencoder(cfg, run_dir, datamodule, loggers)
+        result = train_autoencoder(module, cfg, run_dir, datamodule, loggers)
         if is_global_zero():
             cache.store(result.checkpoint, result.metrics, stage1_config(cfg))
     return result, False

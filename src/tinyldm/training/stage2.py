@@ -11,14 +11,14 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from tinyldm.config_checks import check_stage2_parts, unet_config_for
+from tinyldm.autoencoders.base import Autoencoder
+from tinyldm.config_checks import unet_config_for
 from tinyldm.data.latents import LatentDataModule
 from tinyldm.evaluation.score import format_table, prefixed, score
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import STAGE, LatentDiffusionModule
 from tinyldm.pipeline import LatentDiffusionPipeline
 from tinyldm.training.trainer import StageResult, build_trainer, log_batch_sizes, stage_length, stage_metrics
-from tinyldm.utils.checkpoints import require_stage, restore_module
 from tinyldm.utils.images import save_png
 from tinyldm.utils.loggers import RunLoggers, log_image_grid
 
@@ -26,8 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def module_from_config(cfg: DictConfig, latent_shape: Sequence[int], autoencoder: Mapping[str, Any] | None = None,
-                       image_pad: int = 2, image_dir: str | None = None) -> LatentDiffusionModule:
-    """The stage-2 module ``cfg`` describes on ``latent_shape`` (untrained; stage 1 from ``cfg.model.net`` by default)."""
+                       image_pad: int = 2, image_dir: str | None = None,
+                       trained_autoencoder: Autoencoder | None = None) -> LatentDiffusionModule:
+    """The stage-2 module ``cfg`` describes on ``latent_shape`` (untrained UNet).
+
+    Its stage 1 is ``trained_autoencoder`` (described by the ``autoencoder`` config) when given, else a
+    new model built from ``autoencoder`` or ``cfg.model.net``.
+    """
     def plain(node: Any) -> Any:
         return OmegaConf.to_container(node, resolve=True)
 
@@ -49,25 +54,25 @@ def module_from_config(cfg: DictConfig, latent_shape: Sequence[int], autoencoder
         grid=plain(diffusion.grid),
         seed=int(cfg.seed),
         image_dir=image_dir,
+        trained_autoencoder=trained_autoencoder,
     )
 
 
-def build_diffusion_module(cfg: DictConfig, autoencoder_ckpt: Path, datamodule: L.LightningDataModule, run_dir: Path) -> LatentDiffusionModule:
-    """A stage-2 module carrying a copy of the stage-1 autoencoder (weights + scale factor)."""
-    stage1 = restore_module(AutoencoderModule, require_stage(autoencoder_ckpt, "autoencoder"), autoencoder_ckpt)
+def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, stage1: AutoencoderModule,
+                    autoencoder_ckpt: Path, loggers: RunLoggers, ckpt_path: Path | None = None) -> StageResult:
+    """Fit stage 2 on ``stage1`` (resuming from ``ckpt_path`` when given), save ``diffusion.ckpt``, then evaluate.
+
+    The stage-1 model arrives in memory, as the run trained or read it; ``diffusion.ckpt`` still carries a copy
+    of its weights and config, so it samples without the stage-1 file.
+    """
+    # Stage 2 starts from the seed's random state whatever stage 1 did (trained now, reused from the cache,
+    # read from a file), so one config trains the same stage 2 on a first run and on a re-run.
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     latent_shape = stage1.autoencoder.latent_shape(datamodule.image_shape)
-    check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
-    module = module_from_config(cfg, latent_shape, dict(stage1.hparams.autoencoder), datamodule.pad, str(run_dir / "images"))
-    module.autoencoder.load_state_dict(stage1.autoencoder.state_dict())
+    module = module_from_config(cfg, latent_shape, dict(stage1.hparams.autoencoder), datamodule.pad,
+                                str(run_dir / "images"), trained_autoencoder=stage1.autoencoder)
     log.info("Stage 2 on latents %s with scale factor %.4f from %s", latent_shape,
              float(module.autoencoder.scale_factor), autoencoder_ckpt)
-    return module
-
-
-def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, autoencoder_ckpt: Path,
-                    loggers: RunLoggers, ckpt_path: Path | None = None) -> StageResult:
-    """Fit stage 2 (resuming from ``ckpt_path`` when given), save ``diffusion.ckpt``, then evaluate."""
-    module = build_diffusion_module(cfg, autoencoder_ckpt, datamodule, run_dir)
     latents = LatentDataModule(datamodule, module.autoencoder, batch_size=int(cfg.diffusion.batch_size), seed=int(cfg.seed))
     trainer = build_trainer(cfg, STAGE, run_dir, loggers, **stage_length(cfg.diffusion))
     log_batch_sizes(trainer, "ldm", int(cfg.diffusion.batch_size), sum(p.numel() for p in module.denoiser.parameters()))

@@ -66,6 +66,7 @@ def stage1_identity(cfg: DictConfig, data_fingerprint: Mapping[str, Any]) -> dic
 class CacheHit:
     checkpoint: Path
     metrics: dict[str, Any]
+    state_dict: Mapping[str, Any]  # the entry's weights, read (and checked) once
 
 
 class AutoencoderCache:
@@ -110,33 +111,34 @@ class AutoencoderCache:
         """
         if not self.entry.exists():
             return None
-        problem = self._problem()
+        problem, checkpoint = self._check()
         if problem is None:
             marker = json.loads(self.marker.read_text())
-            return CacheHit(self.checkpoint, dict(marker.get("metrics") or {}))
+            return CacheHit(self.checkpoint, dict(marker.get("metrics") or {}), checkpoint["state_dict"])
         log.warning("Stage-1 cache entry %s is unusable: %s. Retraining it.", self.entry, problem)
         return None
 
-    def _problem(self) -> str | None:
+    def _check(self) -> tuple[str | None, dict[str, Any] | None]:
+        """(None, the checkpoint read) for an intact entry, else (what is wrong with it, None)."""
         if not self.marker.exists():
-            return "it has no completion marker (complete.json), so the run storing it was interrupted"
+            return "it has no completion marker (complete.json), so the run storing it was interrupted", None
         try:
             marker = json.loads(self.marker.read_text())
         except (OSError, json.JSONDecodeError) as error:
-            return f"its completion marker is unreadable ({error})"
+            return f"its completion marker is unreadable ({error})", None
         if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT:
-            return f"its completion marker is not a {MARKER_FORMAT} file"
+            return f"its completion marker is not a {MARKER_FORMAT} file", None
         if not self.checkpoint.exists():
-            return "its checkpoint is missing"
+            return "its checkpoint is missing", None
         if sha256_of(self.checkpoint) != marker.get("checkpoint_sha256"):
-            return "its checkpoint does not match the checksum in complete.json (truncated or modified)"
+            return "its checkpoint does not match the checksum in complete.json (truncated or modified)", None
         try:
-            require_stage(self.checkpoint, "autoencoder")
+            checkpoint = require_stage(self.checkpoint, "autoencoder")
         except UnsafeCheckpointError:
             raise
         except CheckpointError as error:
-            return str(error)
-        return None
+            return str(error), None
+        return None, checkpoint
 
     def store(self, checkpoint: Path, metrics: Mapping[str, Any], config: Mapping[str, Any]) -> None:
         """Copy a trained stage-1 checkpoint in; the marker goes last, so a kill leaves an incomplete entry."""
