@@ -24,8 +24,17 @@ TARGETS = {"ae": 28.0, "vae": 27.0, "vqvae": 24.0}  # PSNR targets (dB) on held-
 
 def run_variant(model: str, dataset: str, extra: list[str], workdir: Path) -> dict:
     run_dir = workdir / model
-    command = [sys.executable, str(REPO / "train.py"), "stage=autoencoder", f"model={model}", f"dataset={dataset}",
-               "logger=none", f"hydra.run.dir={run_dir}", f"paths.cache_dir={workdir}/cache", *extra]
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "stage=autoencoder",
+        f"model={model}",
+        f"dataset={dataset}",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        f"paths.cache_dir={workdir}/cache",
+        *extra,
+    ]
     start = time.perf_counter()
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     total = time.perf_counter() - start

@@ -26,8 +26,9 @@ def bench_split(dataset: str, root: str | None, source: str, seed: int, epochs: 
     train_images, train_labels = dataset_arrays(datamodule.train_dataset, datamodule.pad)
     val_images, val_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
     start = time.perf_counter()
-    model, accuracy = train_classifier(train_images, train_labels, val_images, val_labels, epochs=epochs,
-                                       num_classes=datamodule.num_classes)
+    model, accuracy = train_classifier(
+        train_images, train_labels, val_images, val_labels, epochs=epochs, num_classes=datamodule.num_classes
+    )
     row = {"split_seed": seed, "classifier_acc": accuracy, "train_seconds": time.perf_counter() - start}
 
     # real "samples" come from the second half of the train split, the floor from the first half
@@ -42,8 +43,16 @@ def bench_split(dataset: str, root: str | None, source: str, seed: int, epochs: 
         "noise": (np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8), labels),
     }
     for name, (images, requested) in cases.items():
-        result = evaluate_samples(images, requested, val_images, val_labels, model, datamodule.num_classes,
-                                  real_floor_images_uint8=train_images[:half], seed=seed)
+        result = evaluate_samples(
+            images,
+            requested,
+            val_images,
+            val_labels,
+            model,
+            datamodule.num_classes,
+            real_floor_images_uint8=train_images[:half],
+            seed=seed,
+        )
         row["fid_floor"] = result["fid_floor"]
         row[f"{name}_fid"], row[f"{name}_cond_acc"] = result["fid"], result["cond_acc"]
         row[f"{name}_diversity"] = result["diversity"]
@@ -62,12 +71,24 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    rows = [bench_split(args.dataset, args.root, args.source, s, args.epochs, args.num_samples) for s in args.split_seeds]
+    rows = [
+        bench_split(args.dataset, args.root, args.source, s, args.epochs, args.num_samples) for s in args.split_seeds
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    columns = ["split_seed", "classifier_acc", "train_seconds", "fid_floor", "real_fid", "collapse_fid",
-               "collapse_diversity", "blank_fid", "noise_fid", "noise_cond_acc"]
+    columns = [
+        "split_seed",
+        "classifier_acc",
+        "train_seconds",
+        "fid_floor",
+        "real_fid",
+        "collapse_fid",
+        "collapse_diversity",
+        "blank_fid",
+        "noise_fid",
+        "noise_cond_acc",
+    ]
     print(f"{args.dataset}, {rows[0]['num_samples']} images per case\n")
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))

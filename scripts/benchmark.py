@@ -81,14 +81,18 @@ def train_images_per_second(module: LatentDiffusionModule, batch: int, repeats: 
     return batch / median_seconds(step, repeats)
 
 
-def sample_images_per_second(module: LatentDiffusionModule, kind: str, steps: int, batch: int, measure_steps: int | None = None) -> tuple[float, bool]:
+def sample_images_per_second(
+    module: LatentDiffusionModule, kind: str, steps: int, batch: int, measure_steps: int | None = None
+) -> tuple[float, bool]:
     """Images/s for a full ``steps``-step run; if ``measure_steps`` < steps, extrapolate linearly."""
     from tinyldm.diffusion import DiffusionSampler
 
     run_steps = min(steps, measure_steps or steps)
     sampler = DiffusionSampler(kind=kind, steps=run_steps, guidance_scale=3.0)
     labels = torch.arange(batch, device=module.device) % 10
-    seconds = median_seconds(lambda: module.sample(labels, sampler=sampler, generator=torch.Generator().manual_seed(0)), repeats=1)
+    seconds = median_seconds(
+        lambda: module.sample(labels, sampler=sampler, generator=torch.Generator().manual_seed(0)), repeats=1
+    )
     seconds *= steps / run_steps
     return batch / seconds, run_steps < steps
 
@@ -97,8 +101,12 @@ BASE_128 = ["diffusion.batch_size=128", "diffusion.channels_last=false", "diffus
 LOOP_VARIANTS = {
     # name: overrides; {steps} (batch 128) and {epochs} are filled in for the same number of training images
     "0.1 loop: validate every epoch on the whole split, grids every 12 epochs": [
-        *BASE_128, "diffusion.max_steps=null", "diffusion.max_epochs={epochs}", "trainer.limit_val_batches=1.0",
-        "diffusion.grid.every_n_steps={grid_steps}"],
+        *BASE_128,
+        "diffusion.max_steps=null",
+        "diffusion.max_epochs={epochs}",
+        "trainer.limit_val_batches=1.0",
+        "diffusion.grid.every_n_steps={grid_steps}",
+    ],
     "step loop: validate every 250 steps on <= 8 batches, grids every 1000": [*BASE_128, "diffusion.max_steps={steps}"],
     "+ channels_last + fused AdamW": ["diffusion.batch_size=128", "diffusion.max_steps={steps}"],
     "+ batch 256 (half the steps): the default": ["diffusion.max_steps={half_steps}"],
@@ -114,34 +122,73 @@ def loop_benchmark(epochs: int, workdir: Path) -> list[dict]:
 
     def config(overrides: list[str]):
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose("train", overrides=["model=vqvae", "+experiment=mnist_cond", "logger=none", "evaluation.enabled=false",
-                                               f"paths.root_dir={workdir}", *overrides])
+            return compose(
+                "train",
+                overrides=[
+                    "model=vqvae",
+                    "+experiment=mnist_cond",
+                    "logger=none",
+                    "evaluation.enabled=false",
+                    f"paths.root_dir={workdir}",
+                    *overrides,
+                ],
+            )
 
     base = config([])
-    stage1 = AutoencoderModule(autoencoder=OmegaConf.to_container(base.model.net, resolve=True),
-                               optimizer=OmegaConf.to_container(base.model.training.optimizer, resolve=True))
+    stage1 = AutoencoderModule(
+        autoencoder=OmegaConf.to_container(base.model.net, resolve=True),
+        optimizer=OmegaConf.to_container(base.model.training.optimizer, resolve=True),
+    )
     ckpt = workdir / "stage1.ckpt"  # untrained weights: speed does not depend on them
-    torch.save({"state_dict": stage1.state_dict(), "hyper_parameters": dict(stage1.hparams),
-                "tinyldm": {"stage": "autoencoder", "version": "benchmark"}}, ckpt)
+    torch.save(
+        {
+            "state_dict": stage1.state_dict(),
+            "hyper_parameters": dict(stage1.hparams),
+            "tinyldm": {"stage": "autoencoder", "version": "benchmark"},
+        },
+        ckpt,
+    )
     train_size = build(base.dataset)
     train_size.setup()
     steps_per_epoch = math.ceil(len(train_size.train_dataset) / 128)
-    fill = {"epochs": epochs, "steps": epochs * steps_per_epoch, "half_steps": epochs * steps_per_epoch // 2,
-            "grid_steps": 12 * steps_per_epoch}
+    fill = {
+        "epochs": epochs,
+        "steps": epochs * steps_per_epoch,
+        "half_steps": epochs * steps_per_epoch // 2,
+        "grid_steps": 12 * steps_per_epoch,
+    }
     rows = []
     for i, (name, overrides) in enumerate(LOOP_VARIANTS.items()):
-        cfg = config(["stage=diffusion", f"autoencoder_ckpt={ckpt}", f"paths.output_dir={workdir}/run{i}",
-                      *(o.format(**fill) for o in overrides)])
+        cfg = config(
+            [
+                "stage=diffusion",
+                f"autoencoder_ckpt={ckpt}",
+                f"paths.output_dir={workdir}/run{i}",
+                *(o.format(**fill) for o in overrides),
+            ]
+        )
         metrics = train.run(cfg)
-        rows.append({"variant": name, "steps": metrics["ldm/steps"], "batch": int(cfg.diffusion.batch_size),
-                     "fit_seconds": metrics["ldm/wall_seconds"], "img_s": metrics["ldm/train_images_per_second"]})
+        rows.append(
+            {
+                "variant": name,
+                "steps": metrics["ldm/steps"],
+                "batch": int(cfg.diffusion.batch_size),
+                "fit_seconds": metrics["ldm/wall_seconds"],
+                "img_s": metrics["ldm/train_images_per_second"],
+            }
+        )
         print(f"measured {rows[-1]}", file=sys.stderr)
-    print(f"\nStage-2 loop on {train_size.name} ({len(train_size.train_dataset)} images), {torch.get_num_threads()} threads, "
-          f"{fill['steps'] * 128} training images per variant\n")
+    print(
+        f"\nStage-2 loop on {train_size.name} ({len(train_size.train_dataset)} images), {torch.get_num_threads()} "
+        "threads, "
+        f"{fill['steps'] * 128} training images per variant\n"
+    )
     print("| loop | steps x batch | fit wall s | train img/s (wall) | vs 0.1 loop |\n|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['variant']} | {row['steps']} x {row['batch']} | {row['fit_seconds']:.0f} | {row['img_s']:.0f} "
-              f"| {row['img_s'] / rows[0]['img_s']:.2f}x |")
+        print(
+            f"| {row['variant']} | {row['steps']} x {row['batch']} | {row['fit_seconds']:.0f} | {row['img_s']:.0f} "
+            f"| {row['img_s'] / rows[0]['img_s']:.2f}x |"
+        )
     return rows
 
 
@@ -170,35 +217,53 @@ def main() -> None:
     for model in args.models:
         module = build_module(model, args.unet, device)
         pixel = model == "identity"
-        row = {"latent_shape": list(module.latent_shape),
-               "unet_parameters": sum(p.numel() for p in module.denoiser.unet.parameters())}
+        row = {
+            "latent_shape": list(module.latent_shape),
+            "unet_parameters": sum(p.numel() for p in module.denoiser.unet.parameters()),
+        }
         # pixel space is ~50x slower: fewer repeats, shorter measured runs (extrapolated)
-        row["train_img_s"] = train_images_per_second(module, args.train_batch, max(2, args.repeats // (3 if pixel else 1)))
+        row["train_img_s"] = train_images_per_second(
+            module, args.train_batch, max(2, args.repeats // (3 if pixel else 1))
+        )
         for kind, steps in (("ddpm", 1000), ("ddim", 50), ("ddim", 20)):
             measure = (10 if pixel else 100) if steps == 1000 else (10 if pixel else None)
             batch = args.sample_batch // (4 if pixel else 1)
-            row[f"sample_img_s_{kind}{steps}"], row[f"extrapolated_{kind}{steps}"] = sample_images_per_second(module, kind, steps, batch, measure)
+            row[f"sample_img_s_{kind}{steps}"], row[f"extrapolated_{kind}{steps}"] = sample_images_per_second(
+                module, kind, steps, batch, measure
+            )
         row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if device.type == "cuda":
             row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
         results[model] = row
         print(f"measured {model}: {row}", file=sys.stderr)
 
-    print(f"\nStage-2 throughput on {device} ({torch.get_num_threads()} threads), unet={args.unet}, guidance on (2x batch)\n")
-    print("| stage-1 | latent | UNet params | train img/s | DDPM-1000 img/s | DDIM-50 img/s | DDIM-20 img/s | peak RSS MB |")
+    print(
+        f"\nStage-2 throughput on {device} ({torch.get_num_threads()} threads), unet={args.unet}, guidance on (2x "
+        "batch)\n"
+    )
+    print(
+        "| stage-1 | latent | UNet params | train img/s | DDPM-1000 img/s | DDIM-50 img/s | DDIM-20 img/s | peak RSS "
+        "MB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for model, r in results.items():
-        mark = lambda key: "*" if r.get(f"extrapolated_{key}") else ""  # noqa: E731
-        print(f"| {model} | {'x'.join(map(str, r['latent_shape']))} | {r['unet_parameters'] / 1e6:.2f}M | {r['train_img_s']:.1f} "
-              f"| {r['sample_img_s_ddpm1000']:.2f}{mark('ddpm1000')} | {r['sample_img_s_ddim50']:.1f}{mark('ddim50')} "
-              f"| {r['sample_img_s_ddim20']:.1f}{mark('ddim20')} | {r['peak_rss_mb']:.0f} |")
+        mark = lambda key, r=r: "*" if r.get(f"extrapolated_{key}") else ""  # noqa: E731
+        print(
+            f"| {model} | {'x'.join(map(str, r['latent_shape']))} | {r['unet_parameters'] / 1e6:.2f}M | "
+            f"{r['train_img_s']:.1f} "
+            f"| {r['sample_img_s_ddpm1000']:.2f}{mark('ddpm1000')} | {r['sample_img_s_ddim50']:.1f}{mark('ddim50')} "
+            f"| {r['sample_img_s_ddim20']:.1f}{mark('ddim20')} | {r['peak_rss_mb']:.0f} |"
+        )
     if "identity" in results:
         pixel = results["identity"]
         for model, r in results.items():
             if model != "identity":
-                print(f"\n{model} vs pixels: training {r['train_img_s'] / pixel['train_img_s']:.1f}x, "
-                      f"DDIM-50 sampling {r['sample_img_s_ddim50'] / pixel['sample_img_s_ddim50']:.1f}x, "
-                      f"DDPM-1000 sampling {r['sample_img_s_ddpm1000'] / pixel['sample_img_s_ddpm1000']:.1f}x", end="")
+                print(
+                    f"\n{model} vs pixels: training {r['train_img_s'] / pixel['train_img_s']:.1f}x, "
+                    f"DDIM-50 sampling {r['sample_img_s_ddim50'] / pixel['sample_img_s_ddim50']:.1f}x, "
+                    f"DDPM-1000 sampling {r['sample_img_s_ddpm1000'] / pixel['sample_img_s_ddpm1000']:.1f}x",
+                    end="",
+                )
         print("\n(* extrapolated linearly from a shorter run of the same sampler)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -38,7 +38,13 @@ from tinyldm.utils.instantiate import build
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}  # dense, SXM where it varies
+PEAK_BF16_TFLOPS = {
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L4": 121.0,
+    "A10": 125.0,
+}  # dense, SXM where it varies
 
 
 def synchronize(device: torch.device) -> None:
@@ -46,7 +52,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds_per_call(fn: Callable[[], None], device: torch.device, repeats: int, warmup: int = 2) -> tuple[float, float]:
+def seconds_per_call(
+    fn: Callable[[], None], device: torch.device, repeats: int, warmup: int = 2
+) -> tuple[float, float]:
     """(median seconds per call after warm-up, seconds of the first call: compilation included)."""
     start = time.perf_counter()
     fn()
@@ -60,7 +68,9 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def training_step(loss_fn: Callable[[], torch.Tensor], parameters, device: torch.device, precision: str) -> Callable[[], None]:
+def training_step(
+    loss_fn: Callable[[], torch.Tensor], parameters, device: torch.device, precision: str
+) -> Callable[[], None]:
     """One optimizer step as Lightning's precision plugin runs it (GradScaler for 16-mixed)."""
     optimizer = torch.optim.AdamW(parameters, lr=1e-4, fused=device.type == "cuda")
     scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
@@ -88,8 +98,15 @@ def stage2_flops_per_image(module, latents: torch.Tensor, labels: torch.Tensor) 
     return counter.get_total_flops() / latents.shape[0]
 
 
-def measure(device: torch.device, precision: str, batch: int, compiled: bool, channels_last: bool, repeats: int,
-            sample_steps: int) -> dict:
+def measure(
+    device: torch.device,
+    precision: str,
+    batch: int,
+    compiled: bool,
+    channels_last: bool,
+    repeats: int,
+    sample_steps: int,
+) -> dict:
     cfg = compose_train(["model=vqvae", "+experiment=mnist_cond", f"diffusion.channels_last={channels_last}"])
     row = {"precision": precision, "batch": batch, "compile": compiled, "channels_last": channels_last}
 
@@ -105,7 +122,9 @@ def measure(device: torch.device, precision: str, batch: int, compiled: bool, ch
         out = network(images)
         return F.mse_loss(out.reconstruction.float(), images) + sum(out.losses.values())
 
-    seconds, first = seconds_per_call(training_step(stage1_loss, network.parameters(), device, precision), device, repeats)
+    seconds, first = seconds_per_call(
+        training_step(stage1_loss, network.parameters(), device, precision), device, repeats
+    )
     row.update(stage1_img_s=batch / seconds, stage1_first_s=first)
 
     module = module_from_config(cfg, (4, 8, 8)).to(device)
@@ -114,8 +133,9 @@ def measure(device: torch.device, precision: str, batch: int, compiled: bool, ch
     flops = stage2_flops_per_image(module, latents[:8], labels[:8])
     if compiled:
         module.denoiser.unet.compile()
-    step = training_step(lambda: module.diffusion_loss(module.denoiser, latents, labels), module.denoiser.parameters(),
-                         device, precision)
+    step = training_step(
+        lambda: module.diffusion_loss(module.denoiser, latents, labels), module.denoiser.parameters(), device, precision
+    )
 
     def stage2_step() -> None:
         step()
@@ -146,15 +166,23 @@ def peak_tflops(device: torch.device, given: float | None) -> float | None:
 
 
 def table(rows: list[dict], device_name: str, peak: float | None, sample_steps: int) -> str:
-    lines = [f"Throughput on {device_name} (torch {torch.__version__}); stage-2 FLOPs per image: "
-             f"{rows[0]['stage2_flops_per_image'] / 1e6:.1f} MFLOP (forward + backward)"
-             + (f"; bf16 dense peak {peak:g} TFLOPS" if peak else ""), "",
-             f"| precision | batch | compile | channels_last | stage 1 img/s | stage 2 img/s | % of peak | "
-             f"DDIM-{sample_steps} img/s | first stage-2 step s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Throughput on {device_name} (torch {torch.__version__}); stage-2 FLOPs per image: "
+        f"{rows[0]['stage2_flops_per_image'] / 1e6:.1f} MFLOP (forward + backward)"
+        + (f"; bf16 dense peak {peak:g} TFLOPS" if peak else ""),
+        "",
+        f"| precision | batch | compile | channels_last | stage 1 img/s | stage 2 img/s | % of peak | "
+        f"DDIM-{sample_steps} img/s | first stage-2 step s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         share = f"{100 * r['stage2_img_s'] * r['stage2_flops_per_image'] / (peak * 1e12):.2f} %" if peak else "-"
-        lines.append(f"| {r['precision']} | {r['batch']} | {'yes' if r['compile'] else 'no'} | {'yes' if r['channels_last'] else 'no'} "
-                     f"| {r['stage1_img_s']:.0f} | {r['stage2_img_s']:.0f} | {share} | {r['sample_img_s']:.0f} | {r['stage2_first_s']:.1f} |")
+        lines.append(
+            f"| {r['precision']} | {r['batch']} | {'yes' if r['compile'] else 'no'} | "
+            f"{'yes' if r['channels_last'] else 'no'} "
+            f"| {r['stage1_img_s']:.0f} | {r['stage2_img_s']:.0f} | {share} | {r['sample_img_s']:.0f} | "
+            f"{r['stage2_first_s']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -166,12 +194,21 @@ def main() -> None:
     parser.add_argument("--channels-last", nargs="+", default=["no", "yes"], choices=["no", "yes"])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--sample-steps", type=int, default=20)
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the card's bf16 dense peak (guessed from its name)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="the card's bf16 dense peak (guessed from its name)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "gpu_throughput")
-    parser.add_argument("--smoke", action="store_true", help="tiny CPU grid (fp32 and bf16, batch 8, eager): for the tests")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny CPU grid (fp32 and bf16, batch 8, eager): for the tests"
+    )
     args = parser.parse_args()
     if args.smoke:
-        args.batches, args.precisions, args.compile, args.channels_last = [8], ["32-true", "bf16-mixed"], ["no"], ["no", "yes"]
+        args.batches, args.precisions, args.compile, args.channels_last = (
+            [8],
+            ["32-true", "bf16-mixed"],
+            ["no"],
+            ["no", "yes"],
+        )
         args.repeats, args.sample_steps = 2, 2
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     if device.type == "cuda":
@@ -179,9 +216,15 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = True
 
     rows = []
-    for precision, batch, compiled, channels_last in itertools.product(args.precisions, args.batches, args.compile, args.channels_last):
+    for precision, batch, compiled, channels_last in itertools.product(
+        args.precisions, args.batches, args.compile, args.channels_last
+    ):
         torch.manual_seed(0)
-        rows.append(measure(device, precision, batch, compiled == "yes", channels_last == "yes", args.repeats, args.sample_steps))
+        rows.append(
+            measure(
+                device, precision, batch, compiled == "yes", channels_last == "yes", args.repeats, args.sample_steps
+            )
+        )
         print(rows[-1], flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     markdown = table(rows, name, peak_tflops(device, args.peak_tflops), args.sample_steps)

@@ -62,20 +62,29 @@ def main() -> None:
             step(seed)
     seconds = (time.perf_counter() - start) / args.steps
     averages = prof.key_averages()
-    print(f"batch {args.batch}, {torch.get_num_threads()} threads, channels_last={args.channels_last}, fused={args.fused}, "
-          f"compile={args.compile}: first step {first:.1f} s; {seconds * 1000:.0f} ms per step under the profiler "
-          f"({args.batch / seconds:.0f} img/s)\n")
+    print(
+        f"batch {args.batch}, {torch.get_num_threads()} threads, channels_last={args.channels_last}, "
+        f"fused={args.fused}, "
+        f"compile={args.compile}: first step {first:.1f} s; {seconds * 1000:.0f} ms per step under the profiler "
+        f"({args.batch / seconds:.0f} img/s)\n"
+    )
     phases = [e for e in averages if e.key.startswith("phase:")]
     total = sum(e.cpu_time_total for e in phases)
     print("| phase | ms per step | share |\n|---|---|---|")
     for e in sorted(phases, key=lambda e: -e.cpu_time_total):
-        print(f"| {e.key.removeprefix('phase: ')} | {e.cpu_time_total / 1000 / args.steps:.1f} | {e.cpu_time_total / total:.0%} |")
+        print(
+            f"| {e.key.removeprefix('phase: ')} | {e.cpu_time_total / 1000 / args.steps:.1f} | "
+            f"{e.cpu_time_total / total:.0%} |"
+        )
     ops = sorted((e for e in averages if not e.key.startswith("phase:")), key=lambda e: -e.self_cpu_time_total)
     self_total = sum(e.self_cpu_time_total for e in ops)
     print("\n| operator | self ms per step | share | calls per step |\n|---|---|---|---|")
     for e in ops[: args.rows]:
-        print(f"| `{e.key[:60]}` | {e.self_cpu_time_total / 1000 / args.steps:.1f} | {e.self_cpu_time_total / self_total:.0%} "
-              f"| {e.count // args.steps} |")
+        print(
+            f"| `{e.key[:60]}` | {e.self_cpu_time_total / 1000 / args.steps:.1f} | "
+            f"{e.self_cpu_time_total / self_total:.0%} "
+            f"| {e.count // args.steps} |"
+        )
 
 
 if __name__ == "__main__":

@@ -27,16 +27,36 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = ("model", "target_minutes", "steps", "train_minutes", "eval/cond_acc", "eval/fid", "eval/fid_floor",
-           "eval/fid_ratio", "eval/fid_recon", "eval/recon_acc", "eval/diversity", "eval/num_samples")
+COLUMNS = (
+    "model",
+    "target_minutes",
+    "steps",
+    "train_minutes",
+    "eval/cond_acc",
+    "eval/fid",
+    "eval/fid_floor",
+    "eval/fid_ratio",
+    "eval/fid_recon",
+    "eval/recon_acc",
+    "eval/diversity",
+    "eval/num_samples",
+)
 
 
 def run_main_job(run_dir: Path, model: str, overrides: list[str], cache_dir: Path) -> dict:
     """``train.py model=M +experiment=mnist_cond ...`` into ``run_dir`` (reused if it already finished)."""
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.exists():
-        command = [sys.executable, str(REPO / "train.py"), f"model={model}", "+experiment=mnist_cond", "logger=csv",
-                   f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", *overrides]
+        command = [
+            sys.executable,
+            str(REPO / "train.py"),
+            f"model={model}",
+            "+experiment=mnist_cond",
+            "logger=csv",
+            f"paths.cache_dir={cache_dir}",
+            f"hydra.run.dir={run_dir}",
+            *overrides,
+        ]
         print("+", " ".join(command[1:]), file=sys.stderr, flush=True)
         subprocess.run(command, cwd=REPO, check=True)
     return json.loads(metrics_file.read_text())
@@ -44,8 +64,17 @@ def run_main_job(run_dir: Path, model: str, overrides: list[str], cache_dir: Pat
 
 def steps_per_second(out: Path, model: str, extra: list[str], cache_dir: Path, steps: int) -> float:
     """Stage-2 optimizer steps per second of fit wall time on this machine (validation and grids included)."""
-    metrics = run_main_job(out / f"{model}-calibration", model, [*extra, f"diffusion.max_steps={steps}", "evaluation.enabled=false",
-                                                                 f"diffusion.val_every_n_steps={max(1, steps // 2)}"], cache_dir)
+    metrics = run_main_job(
+        out / f"{model}-calibration",
+        model,
+        [
+            *extra,
+            f"diffusion.max_steps={steps}",
+            "evaluation.enabled=false",
+            f"diffusion.val_every_n_steps={max(1, steps // 2)}",
+        ],
+        cache_dir,
+    )
     return metrics["ldm/steps"] / metrics["ldm/wall_seconds"]
 
 
@@ -65,8 +94,12 @@ def plot(rows: list[dict], path: Path) -> None:
         acc_ax.plot(minutes, [100 * p["eval/cond_acc"] for p in points], marker="o", label=label)
         fid_ax.plot(minutes, [p["eval/fid_ratio"] for p in points], marker="o", label=label)
     acc_ax.set(xlabel="stage-2 training minutes (2 CPU cores)", ylabel="conditional accuracy %", xscale="log")
-    fid_ax.set(xlabel="stage-2 training minutes (2 CPU cores)", ylabel="FID / real floor (lower is better)", xscale="log",
-               yscale="log")
+    fid_ax.set(
+        xlabel="stage-2 training minutes (2 CPU cores)",
+        ylabel="FID / real floor (lower is better)",
+        xscale="log",
+        yscale="log",
+    )
     fid_ax.axhline(1.0, color="gray", linestyle="--", linewidth=0.8)
     for ax in (acc_ax, fid_ax):
         ax.grid(alpha=0.3)
@@ -81,7 +114,9 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10])
-    parser.add_argument("--pixel-minutes", type=float, nargs="+", default=None, help="budgets for identity (default: --minutes)")
+    parser.add_argument(
+        "--pixel-minutes", type=float, nargs="+", default=None, help="budgets for identity (default: --minutes)"
+    )
     parser.add_argument("--models", nargs="+", default=["vqvae", "identity"])
     parser.add_argument("--calibration-steps", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
@@ -99,11 +134,18 @@ def main() -> None:
         print(f"{model}: {rate:.2f} stage-2 steps/s", file=sys.stderr, flush=True)
         for minutes in (args.pixel_minutes or args.minutes) if model == "identity" else args.minutes:
             steps = max(10, round(minutes * 60 * rate))
-            metrics = run_main_job(args.out / f"{model}-{minutes:g}min", model, [*extra, f"diffusion.max_steps={steps}"],
-                                   cache_dir)
-            rows.append({"model": model, "target_minutes": minutes, "steps": metrics["ldm/steps"],
-                         "train_minutes": metrics["ldm/wall_seconds"] / 60,
-                         **{key: metrics.get(key) for key in COLUMNS if key.startswith("eval/")}})
+            metrics = run_main_job(
+                args.out / f"{model}-{minutes:g}min", model, [*extra, f"diffusion.max_steps={steps}"], cache_dir
+            )
+            rows.append(
+                {
+                    "model": model,
+                    "target_minutes": minutes,
+                    "steps": metrics["ldm/steps"],
+                    "train_minutes": metrics["ldm/wall_seconds"] / 60,
+                    **{key: metrics.get(key) for key in COLUMNS if key.startswith("eval/")},
+                }
+            )
             print(rows[-1], file=sys.stderr, flush=True)
 
     from tinyldm.utils.files import atomic_write
@@ -113,10 +155,17 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, args.out / "curve.png")
-    print("| model | budget min | steps | trained min | cond. acc | FID | floor | FID / floor | recon FID |\n|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | budget min | steps | trained min | cond. acc | FID | floor | FID / floor | recon FID "
+        "|\n|---|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
-        print(f"| {r['model']} | {r['target_minutes']:g} | {r['steps']} | {r['train_minutes']:.1f} | {100 * r['eval/cond_acc']:.1f} % "
-              f"| {r['eval/fid']:.2f} | {r['eval/fid_floor']:.2f} | {r['eval/fid_ratio']:.2f} | {r['eval/fid_recon']:.2f} |")
+        print(
+            f"| {r['model']} | {r['target_minutes']:g} | {r['steps']} | {r['train_minutes']:.1f} | "
+            f"{100 * r['eval/cond_acc']:.1f} % "
+            f"| {r['eval/fid']:.2f} | {r['eval/fid_floor']:.2f} | {r['eval/fid_ratio']:.2f} | "
+            f"{r['eval/fid_recon']:.2f} |"
+        )
     print(f"\nwrote {args.out / 'curve.csv'} and {args.out / 'curve.png'}")
 
 

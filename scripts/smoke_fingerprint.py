@@ -22,10 +22,19 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = ["+experiment=mnist_cond", "debug=smoke", "logger=none", "evaluation.enabled=false", "seed=0",
-         "reuse_autoencoder=false"]
-SAMPLERS = {"ddpm": ["sampler=ddpm", "sampler.steps=10"], "ddim": ["sampler=ddim", "sampler.steps=10", "sampler.eta=0.5"],
-            "dpmpp_2m": ["sampler=dpmpp_2m", "sampler.steps=10"]}
+TRAIN = [
+    "+experiment=mnist_cond",
+    "debug=smoke",
+    "logger=none",
+    "evaluation.enabled=false",
+    "seed=0",
+    "reuse_autoencoder=false",
+]
+SAMPLERS = {
+    "ddpm": ["sampler=ddpm", "sampler.steps=10"],
+    "ddim": ["sampler=ddim", "sampler.steps=10", "sampler.eta=0.5"],
+    "dpmpp_2m": ["sampler=dpmpp_2m", "sampler.steps=10"],
+}
 
 
 def run(script: str, overrides: list[str]) -> None:
@@ -48,8 +57,19 @@ def sample_digests(ckpt: Path, out: Path) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     for name, overrides in SAMPLERS.items():
         npz = out / f"{name}.npz"
-        run("sample.py", [f"ckpt={ckpt}", "n_per_class=2", "seed=0", f"out={npz}", "progress=false", "device=cpu",
-                          f"hydra.run.dir={out}/hydra-{name}", *overrides])
+        run(
+            "sample.py",
+            [
+                f"ckpt={ckpt}",
+                "n_per_class=2",
+                "seed=0",
+                f"out={npz}",
+                "progress=false",
+                "device=cpu",
+                f"hydra.run.dir={out}/hydra-{name}",
+                *overrides,
+            ],
+        )
         with np.load(npz, allow_pickle=False) as data:
             digests[name] = hashlib.sha256(data["images"].tobytes() + data["labels"].tobytes()).hexdigest()
     return digests

@@ -54,7 +54,8 @@ def check_train_config(cfg: DictConfig) -> AutoencoderModule | None:
         for key in _TRAINER_LENGTH_KEYS:
             if OmegaConf.select(cfg, f"trainer.{key}") is not None:
                 raise ValueError(
-                    f"trainer.{key}={OmegaConf.select(cfg, f'trainer.{key}')!r} is not used: each stage sets its own length, "
+                    f"trainer.{key}={OmegaConf.select(cfg, f'trainer.{key}')!r} is not used: each stage sets its own "
+                    "length, "
                     "model.training.max_steps (stage 1) and diffusion.max_steps (stage 2), or their max_epochs; "
                     "remove the trainer setting"
                 )
@@ -85,8 +86,10 @@ def check_budget(section: DictConfig, name: str, minimum: int) -> None:
     """A stage's length: exactly one of ``max_steps`` (optimizer steps) and ``max_epochs``, never both."""
     steps, epochs = section.get("max_steps"), section.get("max_epochs")
     if (steps is None) == (epochs is None):
-        raise ValueError(f"{name}.max_steps={steps!r} and {name}.max_epochs={epochs!r}: set exactly one of them "
-                         f"(the other null), e.g. {name}.max_steps=null {name}.max_epochs=20 to count in epochs")
+        raise ValueError(
+            f"{name}.max_steps={steps!r} and {name}.max_epochs={epochs!r}: set exactly one of them "
+            f"(the other null), e.g. {name}.max_steps=null {name}.max_epochs=20 to count in epochs"
+        )
     if steps is not None:
         check_int(steps, f"{name}.max_steps", minimum)
     else:
@@ -125,8 +128,9 @@ def check_sample_config(cfg: DictConfig) -> None:
 def check_evaluate_config(cfg: DictConfig) -> None:
     """``evaluate.py``: what to score and how, before any file is read."""
     if bool(cfg.samples) == bool(cfg.ckpt):
-        raise ValueError("give exactly one of samples=PATH.npz or ckpt=PATH.ckpt "
-                         f"(got samples={cfg.samples!r}, ckpt={cfg.ckpt!r})")
+        raise ValueError(
+            f"give exactly one of samples=PATH.npz or ckpt=PATH.ckpt (got samples={cfg.samples!r}, ckpt={cfg.ckpt!r})"
+        )
     check_int(cfg.seed, "seed", 0)
     check_device(cfg.device)
     check_evaluation(cfg.evaluation)
@@ -137,8 +141,10 @@ def check_stage(cfg: DictConfig) -> AutoencoderModule | None:
     if cfg.stage not in STAGE_CHOICES:
         raise ValueError(f"stage={cfg.stage!r} is not one of {list(STAGE_CHOICES)}")
     if cfg.stage == "diffusion" and not cfg.get("autoencoder_ckpt"):
-        raise ValueError("stage=diffusion needs autoencoder_ckpt=PATH (a stage-1 checkpoint); "
-                         "or use stage=all to train/reuse stage 1 first")
+        raise ValueError(
+            "stage=diffusion needs autoencoder_ckpt=PATH (a stage-1 checkpoint); "
+            "or use stage=all to train/reuse stage 1 first"
+        )
     if not cfg.get("autoencoder_ckpt"):
         return None
     path = Path(cfg.autoencoder_ckpt)
@@ -172,11 +178,15 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
     conditioner = build(cfg.conditioner)
     model_classes = getattr(conditioner, "num_classes", 0)
     if conditioner.is_conditional and model_classes != num_classes:
-        raise ValueError(f"conditioner.num_classes={model_classes} but dataset {cfg.dataset.name!r} has {num_classes} classes")
+        raise ValueError(
+            f"conditioner.num_classes={model_classes} but dataset {cfg.dataset.name!r} has {num_classes} classes"
+        )
     if conditioner.is_conditional and unet.transformer_depth == 0:
         # legitimate as an ablation baseline, but easy to do by accident
-        log.warning("unet.transformer_depth=0: the UNet has no cross-attention, so the class labels cannot reach it "
-                    "and the model trains as an unconditional one (guidance has no effect)")
+        log.warning(
+            "unet.transformer_depth=0: the UNet has no cross-attention, so the class labels cannot reach it "
+            "and the model trains as an unconditional one (guidance has no effect)"
+        )
     schedule = build(cfg.scheduler)
     try:
         build(cfg.sampler).check_schedule(schedule)  # e.g. sampler.steps > num_train_timesteps

@@ -21,8 +21,13 @@ class ConditionalDenoiser(nn.Module):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.unet.to(memory_format=self.memory_format)
 
-    def context(self, labels: torch.Tensor | None, batch_size: int, drop_labels: bool | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def context(
+        self,
+        labels: torch.Tensor | None,
+        batch_size: int,
+        drop_labels: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """(B,) labels -> (B, K, D) context; unconditional models ignore labels. ``generator`` draws label drops."""
         if not self.conditioner.is_conditional:
             return self.conditioner.unconditional(batch_size, device=self._device())

@@ -85,8 +85,14 @@ class LatentDiffusionPipeline:
         return torch.tensor(wanted, dtype=torch.long).repeat_interleave(n_per_class)  # (N,)
 
     @torch.no_grad()
-    def generate(self, labels: torch.Tensor, sampler: DiffusionSampler | None = None, seed: int = 0,
-                 batch_size: int = 250, progress: bool = False) -> torch.Tensor:
+    def generate(
+        self,
+        labels: torch.Tensor,
+        sampler: DiffusionSampler | None = None,
+        seed: int = 0,
+        batch_size: int = 250,
+        progress: bool = False,
+    ) -> torch.Tensor:
         """Images (N, 1, H, W) in [-1, 1] for ``labels`` (N,) (-1s for an unconditional model).
 
         One CPU generator drives every batch, so ``seed`` fixes the images whatever the device and
@@ -100,8 +106,9 @@ class LatentDiffusionPipeline:
             if self.model.is_conditional:
                 images = self.model.sample(batch, generator=generator, sampler=sampler, progress=progress)
             else:
-                images = self.model.sample(None, num_samples=len(batch), generator=generator, sampler=sampler,
-                                           progress=progress)
+                images = self.model.sample(
+                    None, num_samples=len(batch), generator=generator, sampler=sampler, progress=progress
+                )
             chunks.append(images.cpu())  # (b, 1, H, W)
         return torch.cat(chunks)
 

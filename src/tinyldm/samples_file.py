@@ -33,13 +33,22 @@ def check_output_path(out: str | Path, overwrite: bool) -> tuple[Path, Path]:
     grid = out.with_suffix(".png")
     existing = [str(p) for p in (out, grid) if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"out={str(out)!r}: {existing} already exist(s); pass overwrite=true to replace the npz and "
-                              "its grid, or choose another path")
+        raise FileExistsError(
+            f"out={str(out)!r}: {existing} already exist(s); pass overwrite=true to replace the npz and "
+            "its grid, or choose another path"
+        )
     return out, grid
 
 
-def write_samples(out: Path, grid_path: Path, images: np.ndarray, labels: np.ndarray, metadata: dict[str, Any],
-                  grid: np.ndarray, overwrite: bool) -> None:
+def write_samples(
+    out: Path,
+    grid_path: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    metadata: dict[str, Any],
+    grid: np.ndarray,
+    overwrite: bool,
+) -> None:
     """Write the npz (uint8 ``images`` (N, 28, 28), ``labels`` (N,), ``metadata``) and its ``grid`` PNG together.
 
     Both are written atomically, under a lock on ``out``.
@@ -50,8 +59,10 @@ def write_samples(out: Path, grid_path: Path, images: np.ndarray, labels: np.nda
     with FileLock(str(out.with_name(f".{out.name}.lock"))):
         existing = [str(p) for p in (out, grid_path) if p.exists()]
         if existing and not overwrite:
-            raise FileExistsError(f"out={str(out)!r}: {existing} appeared while this run was sampling (another run wrote "
-                                  "them); nothing was written. Pass overwrite=true or choose another path")
+            raise FileExistsError(
+                f"out={str(out)!r}: {existing} appeared while this run was sampling (another run wrote "
+                "them); nothing was written. Pass overwrite=true or choose another path"
+            )
         save_png(grid, grid_path)
         with atomic_write(out) as handle:  # metadata as a 0-d unicode array: loadable without pickle
             np.savez(handle, images=images, labels=labels.astype(np.int64), metadata=np.array(json.dumps(metadata)))
@@ -74,7 +85,9 @@ def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, An
     except Exception as error:  # ValueError (pickle refused), OSError, EOFError: not numpy data at all
         raise ValueError(f"{str(path)!r} is not an .npz archive ({type(error).__name__}: {error})") from error
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{str(path)!r} holds a single .npy array, expected an .npz archive with 'images' and 'labels'")
+        raise ValueError(
+            f"{str(path)!r} holds a single .npy array, expected an .npz archive with 'images' and 'labels'"
+        )
     try:
         with data:
             arrays = {key: data[key] for key in data.files}

@@ -16,8 +16,14 @@ from tests.helpers.modules import diffusion_module
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-GPU_SMOKE = ["model=ae", "debug=smoke", "trainer=gpu", "logger=none", "evaluation.enabled=false",
-             "diffusion.grid.every_n_steps=0"]
+GPU_SMOKE = [
+    "model=ae",
+    "debug=smoke",
+    "trainer=gpu",
+    "logger=none",
+    "evaluation.enabled=false",
+    "diffusion.grid.every_n_steps=0",
+]
 # a checkpoint trained on the GPU samples on the CPU like on the GPU (TF32 convolutions, other kernels):
 # images in [-1, 1] after 5 DDIM steps agree to this mean absolute difference
 CPU_GPU_MEAN_ABS_TOLERANCE = 2e-2
@@ -37,9 +43,18 @@ def test_16_mixed_scales_the_loss_and_latents_and_decoder_stay_fp32(compose):
 
     module = diffusion_module(compose(["debug=smoke", "model=ae"]), (4, 8, 8))
     data = TensorDataset(torch.randn(32, 4, 8, 8), torch.arange(32) % 10)
-    trainer = L.Trainer(accelerator="gpu", devices=1, precision="16-mixed", max_steps=4, gradient_clip_val=1.0,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        precision="16-mixed",
+        max_steps=4,
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, DataLoader(data, batch_size=8))
     scaler = trainer.precision_plugin.scaler
     assert isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled() and math.isfinite(scaler.get_scale())
@@ -62,8 +77,12 @@ def test_a_gpu_trained_checkpoint_samples_on_the_cpu_like_on_the_gpu(compose, tm
     train.run(compose([*GPU_SMOKE, f"paths.output_dir={tmp_path}/run"]))
     checkpoint = tmp_path / "run" / "checkpoints" / "diffusion.ckpt"
     labels = torch.tensor([0, 3, 7, 9])
-    on_gpu = LatentDiffusionPipeline.from_checkpoint(checkpoint, device="cuda").model.sample(labels, generator=torch.Generator().manual_seed(0))
-    on_cpu = LatentDiffusionPipeline.from_checkpoint(checkpoint, device="cpu").model.sample(labels, generator=torch.Generator().manual_seed(0))
+    on_gpu = LatentDiffusionPipeline.from_checkpoint(checkpoint, device="cuda").model.sample(
+        labels, generator=torch.Generator().manual_seed(0)
+    )
+    on_cpu = LatentDiffusionPipeline.from_checkpoint(checkpoint, device="cpu").model.sample(
+        labels, generator=torch.Generator().manual_seed(0)
+    )
     assert on_gpu.dtype == on_cpu.dtype == torch.float32
     assert (on_gpu.cpu() - on_cpu).abs().mean() < CPU_GPU_MEAN_ABS_TOLERANCE
 

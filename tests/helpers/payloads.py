@@ -29,7 +29,9 @@ class RunsCodeWhenUnpickled:
 
 
 def _legacy(stage: str) -> dict:
-    return torch.load(LEGACY_AUTOENCODER if stage == "autoencoder" else LEGACY_DIFFUSION, map_location="cpu", weights_only=True)
+    return torch.load(
+        LEGACY_AUTOENCODER if stage == "autoencoder" else LEGACY_DIFFUSION, map_location="cpu", weights_only=True
+    )
 
 
 def pickle_payload(stage: str, out: Path, marker: Path) -> Path:
@@ -42,7 +44,11 @@ def pickle_payload(stage: str, out: Path, marker: Path) -> Path:
 def target_payload(stage: str, out: Path, marker: Path) -> Path:
     checkpoint = _legacy(stage)
     slot = "autoencoder" if stage == "autoencoder" else "conditioner"
-    checkpoint["hyper_parameters"][slot] = {"_target_": "tinyldm.utils.files.write_text", "path": str(marker), "text": "code ran"}
+    checkpoint["hyper_parameters"][slot] = {
+        "_target_": "tinyldm.utils.files.write_text",
+        "path": str(marker),
+        "text": "code ran",
+    }
     torch.save(checkpoint, out)
     return out
 

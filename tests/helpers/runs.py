@@ -16,11 +16,17 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "conf"
 
 
-
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1",
-                "PYTHONWARNINGS": "ignore"})
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "WANDB_MODE": "offline",
+            "HYDRA_FULL_ERROR": "1",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     return env
 
 
@@ -29,12 +35,16 @@ def path_overrides(tmp: Path, cache: Path | None = None) -> list[str]:
     return [f"paths.log_dir={tmp}/outputs", f"paths.data_dir={tmp}/data", f"paths.cache_dir={cache or tmp / 'cache'}"]
 
 
-def run_script(script: str, overrides: list[str], run_dir: Path, timeout: int = 400, check: bool = True) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, overrides: list[str], run_dir: Path, timeout: int = 400, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run ``python <script> overrides... hydra.run.dir=<run_dir>`` from the repo root."""
     command = [sys.executable, str(REPO / script), *overrides, f"hydra.run.dir={run_dir}"]
     result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 

@@ -30,7 +30,10 @@ def _run(compose, overrides):
         ("sampler.clip_sample_range=0", r"clip_sample_range must be a finite number > 0, got 0"),
         ("diffusion.batch_size=0", r"diffusion.batch_size=0 is not allowed: it must be an integer >= 1"),
         ("diffusion.max_epochs=0", r"diffusion.max_epochs=0 is not allowed: it must be an integer >= 1"),
-        ("model.training.batch_size=0", r"model.training.batch_size=0 is not allowed: it must be an integer >= 1 or null"),
+        (
+            "model.training.batch_size=0",
+            r"model.training.batch_size=0 is not allowed: it must be an integer >= 1 or null",
+        ),
         ("model.training.max_epochs=0", r"model.training.max_epochs=0 is not allowed: it must be an integer >= 1"),
         ("diffusion.max_steps=5", r"diffusion.max_steps=5 and diffusion.max_epochs=2: set exactly one of them"),
         ("model.training.max_epochs=null", r"model.training.max_steps=None and model.training.max_epochs=None"),

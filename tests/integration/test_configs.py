@@ -8,7 +8,19 @@ from omegaconf import OmegaConf
 
 from tests.helpers.runs import CONFIG_DIR
 
-GROUPS = ["dataset", "model", "scheduler", "sampler", "unet", "conditioner", "diffusion", "trainer", "logger", "callbacks", "debug"]
+GROUPS = [
+    "dataset",
+    "model",
+    "scheduler",
+    "sampler",
+    "unet",
+    "conditioner",
+    "diffusion",
+    "trainer",
+    "logger",
+    "callbacks",
+    "debug",
+]
 
 
 def options(group: str) -> list[str]:
@@ -73,7 +85,9 @@ def test_slurm_launcher_composes(compose):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)
+        cfg = hydra_compose(
+            config_name="train", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4
@@ -87,9 +101,16 @@ def test_optuna_search_composes(compose):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=["hparams_search=mnist_optuna", "+experiment=mnist_cond"],
-                            return_hydra_config=True)
+        cfg = hydra_compose(
+            config_name="train",
+            overrides=["hparams_search=mnist_optuna", "+experiment=mnist_cond"],
+            return_hydra_config=True,
+        )
     assert cfg.optimized_metric == "eval/fid"
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
-    assert set(cfg.hydra.sweeper.params) == {"diffusion.optimizer.lr", "unet.transformer_depth",
-                                             "conditioner.tokens_per_class", "conditioner.p_uncond"}
+    assert set(cfg.hydra.sweeper.params) == {
+        "diffusion.optimizer.lr",
+        "unet.transformer_depth",
+        "conditioner.tokens_per_class",
+        "conditioner.p_uncond",
+    }

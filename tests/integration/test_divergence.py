@@ -10,7 +10,11 @@ import torch
     ("stage_args", "module", "stage"),
     [
         (["stage=autoencoder", "model.training.max_epochs=2"], "AutoencoderModule", "autoencoder"),
-        (["stage=all", "diffusion.grid.every_n_steps=0", "evaluation.enabled=false"], "LatentDiffusionModule", "diffusion"),
+        (
+            ["stage=all", "diffusion.grid.every_n_steps=0", "evaluation.enabled=false"],
+            "LatentDiffusionModule",
+            "diffusion",
+        ),
     ],
     ids=["stage1", "stage2"],
 )
@@ -18,9 +22,17 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(compose, tmp_path,
     from tinyldm.tasks import train
 
     run_dir = tmp_path / "run"  # the compose fixture's paths.output_dir
-    cfg = compose(["model=ae", "debug=smoke", "logger=csv", *stage_args,
-                   "+callbacks.poison._target_=tests.helpers.callbacks.PoisonWeights", "+callbacks.poison.epoch=1",
-                   f"+callbacks.poison.module={module}"])
+    cfg = compose(
+        [
+            "model=ae",
+            "debug=smoke",
+            "logger=csv",
+            *stage_args,
+            "+callbacks.poison._target_=tests.helpers.callbacks.PoisonWeights",
+            "+callbacks.poison.epoch=1",
+            f"+callbacks.poison.module={module}",
+        ]
+    )
     with pytest.raises(FloatingPointError, match="loss became nan at step .* The last good checkpoint is kept"):
         train.run(cfg)
 

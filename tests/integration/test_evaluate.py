@@ -17,7 +17,11 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
     """A smoke-trained model whose run also evaluated itself (classifier cached in the shared cache)."""
     tmp = tmp_path_factory.mktemp("evaluate")
     run_dir = tmp / "run"
-    run_script("train.py", ["model=ae", "debug=smoke", "logger=none", "diffusion.grid.every_n_steps=0", *path_overrides(tmp)], run_dir)
+    run_script(
+        "train.py",
+        ["model=ae", "debug=smoke", "logger=none", "diffusion.grid.every_n_steps=0", *path_overrides(tmp)],
+        run_dir,
+    )
     return {"tmp": tmp, "run": run_dir, "ckpt": run_dir / "checkpoints" / "diffusion.ckpt"}
 
 
@@ -37,8 +41,16 @@ def test_evaluate_samples_file_reuses_cached_classifier(workspace, tmp_path):
     images = to_uint8(dm.val_dataset.tensors[0][:100], dm.pad)
     labels = dm.val_dataset.tensors[1][:100].numpy()
     np.savez(tmp_path / "real.npz", images=images, labels=labels)
-    result = run_script("evaluate.py", [f"samples={tmp_path / 'real.npz'}", "dataset=mnist_5k", "evaluation.classifier_epochs=1",
-                                        *path_overrides(workspace["tmp"])], tmp_path / "eval")
+    result = run_script(
+        "evaluate.py",
+        [
+            f"samples={tmp_path / 'real.npz'}",
+            "dataset=mnist_5k",
+            "evaluation.classifier_epochs=1",
+            *path_overrides(workspace["tmp"]),
+        ],
+        tmp_path / "eval",
+    )
     metrics = read_metrics(tmp_path / "eval")
     assert "reusing cached classifier" in result.stdout + result.stderr
     assert metrics["eval/cond_acc"] > 0.5  # real digits, even for a 1-epoch classifier
@@ -47,8 +59,17 @@ def test_evaluate_samples_file_reuses_cached_classifier(workspace, tmp_path):
 
 def test_guidance_sweep_writes_csv_and_plot(workspace, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    command = ["-m", f"ckpt={workspace['ckpt']}", "sampler.guidance_scale=1,3", "sampler.steps=3", "evaluation.n_per_class=5",
-               "evaluation.classifier_epochs=1", "logger=wandb", f"hydra.sweep.dir={sweep_dir}", *path_overrides(workspace["tmp"])]
+    command = [
+        "-m",
+        f"ckpt={workspace['ckpt']}",
+        "sampler.guidance_scale=1,3",
+        "sampler.steps=3",
+        "evaluation.n_per_class=5",
+        "evaluation.classifier_epochs=1",
+        "logger=wandb",
+        f"hydra.sweep.dir={sweep_dir}",
+        *path_overrides(workspace["tmp"]),
+    ]
     run_script("evaluate.py", command, tmp_path / "unused")
     with (sweep_dir / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -62,20 +83,25 @@ def test_guidance_sweep_writes_csv_and_plot(workspace, tmp_path):
     assert len(summary_runs) == 1 and b"sweep/summary" in summary_runs[0].read_bytes()
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda p: np.savez(p, pictures=np.zeros((60, 28, 28), np.uint8)), "images"),
-    (lambda p: np.savez(p, images=np.zeros((60, 32, 32), np.uint8), labels=np.zeros(60, np.int64)), "28"),
-    (lambda p: np.savez(p, images=np.zeros((60, 28, 28), np.float32), labels=np.zeros(60, np.int64)), "uint8"),
-    (lambda p: np.savez(p, images=np.zeros((60, 28, 28), np.uint8), labels=np.full(60, 11, np.int64)), "11|range"),
-    (lambda p: np.savez(p, images=np.zeros((3, 28, 28), np.uint8), labels=np.zeros(3, np.int64)), "3"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda p: np.savez(p, pictures=np.zeros((60, 28, 28), np.uint8)), "images"),
+        (lambda p: np.savez(p, images=np.zeros((60, 32, 32), np.uint8), labels=np.zeros(60, np.int64)), "28"),
+        (lambda p: np.savez(p, images=np.zeros((60, 28, 28), np.float32), labels=np.zeros(60, np.int64)), "uint8"),
+        (lambda p: np.savez(p, images=np.zeros((60, 28, 28), np.uint8), labels=np.full(60, 11, np.int64)), "11|range"),
+        (lambda p: np.savez(p, images=np.zeros((3, 28, 28), np.uint8), labels=np.zeros(3, np.int64)), "3"),
+    ],
+)
 def test_evaluate_rejects_malformed_samples(compose, workspace, tmp_path, make, match):
     from tinyldm.tasks import evaluate
 
     path = tmp_path / "bad.npz"
     make(path)
-    cfg = compose([f"samples={path}", "evaluation.classifier_epochs=1", f"paths.cache_dir={workspace['tmp']}/cache"],
-                  config_name="evaluate")
+    cfg = compose(
+        [f"samples={path}", "evaluation.classifier_epochs=1", f"paths.cache_dir={workspace['tmp']}/cache"],
+        config_name="evaluate",
+    )
     with pytest.raises(ValueError, match=match):
         evaluate.run(cfg)
 

@@ -21,14 +21,26 @@ def _write_small_fashion(root):
 def test_gpu_check_smoke_runs_every_part_and_writes_its_results(tmp_path):
     data, out = tmp_path / "fashion", tmp_path / "out"
     _write_small_fashion(data)
-    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--smoke", "--data", str(data), str(out)],
-                            cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=400)
-    logs = "\n".join(f"{p.name}:\n{p.read_text()[-2000:]}" for p in sorted(out.glob("*.log")) + sorted(out.glob("*.txt")))
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--smoke", "--data", str(data), str(out)],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    logs = "\n".join(
+        f"{p.name}:\n{p.read_text()[-2000:]}" for p in sorted(out.glob("*.log")) + sorted(out.glob("*.txt"))
+    )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{logs}"
     assert "skipped" in (out / "pytest_gpu.txt").read_text()  # no CUDA here: the gpu tests skip, none fails
     rows = json.loads((out / "throughput_precision" / "throughput.json").read_text())["rows"]
-    assert {(r["precision"], r["channels_last"]) for r in rows} == {("32-true", False), ("32-true", True),
-                                                                   ("bf16-mixed", False), ("bf16-mixed", True)}
+    assert {(r["precision"], r["channels_last"]) for r in rows} == {
+        ("32-true", False),
+        ("32-true", True),
+        ("bf16-mixed", False),
+        ("bf16-mixed", True),
+    }
     assert all(r["stage1_img_s"] > 0 and r["stage2_img_s"] > 0 and r["sample_img_s"] > 0 for r in rows)
     assert rows[0]["stage2_flops_per_image"] > 1e6
     assert "| precision | batch |" in (out / "throughput_precision" / "throughput.md").read_text()
@@ -38,7 +50,20 @@ def test_gpu_check_smoke_runs_every_part_and_writes_its_results(tmp_path):
 
 
 def test_gpu_check_refuses_a_missing_data_folder(tmp_path):
-    result = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--smoke", "--data", str(tmp_path / "nope"),
-                             str(tmp_path / "out")], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            "bash",
+            str(REPO / "scripts" / "gpu_check.sh"),
+            "--smoke",
+            "--data",
+            str(tmp_path / "nope"),
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "nope is not a folder" in result.stderr
     assert not (tmp_path / "out").exists()

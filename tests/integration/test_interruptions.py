@@ -10,8 +10,14 @@ import pytest
 
 from tests.helpers.runs import REPO, path_overrides, read_metrics, subprocess_env
 
-BASE = ["model=ae", "debug=smoke", "logger=none", "evaluation.enabled=false", "model.training.max_epochs=2",
-        "diffusion.grid.every_n_steps=0"]
+BASE = [
+    "model=ae",
+    "debug=smoke",
+    "logger=none",
+    "evaluation.enabled=false",
+    "model.training.max_epochs=2",
+    "diffusion.grid.every_n_steps=0",
+]
 KILL = "+callbacks.kill._target_=tests.helpers.callbacks.KillSelf"
 
 
@@ -32,8 +38,14 @@ def test_killed_main_job_then_rerun_and_resume(compose, tmp_path, caplog, point)
         command = [sys.executable, str(REPO / "tests/helpers/train_killed_while_caching.py"), *common]
     else:
         module = "AutoencoderModule" if point == "stage1" else "LatentDiffusionModule"
-        command = [sys.executable, str(REPO / "train.py"), *common, KILL, "+callbacks.kill.epoch=1",
-                   f"+callbacks.kill.module={module}"]
+        command = [
+            sys.executable,
+            str(REPO / "train.py"),
+            *common,
+            KILL,
+            "+callbacks.kill.epoch=1",
+            f"+callbacks.kill.module={module}",
+        ]
     result = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == -9, result.stderr[-3000:]
 
@@ -59,9 +71,23 @@ def test_killed_main_job_then_rerun_and_resume(compose, tmp_path, caplog, point)
 
 def test_parallel_jobs_with_one_stage1_config_train_it_once(tmp_path):
     cache = tmp_path / "cache"
-    jobs = [subprocess.Popen([sys.executable, str(REPO / "train.py"), *BASE, *path_overrides(tmp_path, cache),
-                              f"hydra.run.dir={tmp_path / f'job{i}'}"], cwd=REPO, env=subprocess_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    jobs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "train.py"),
+                *BASE,
+                *path_overrides(tmp_path, cache),
+                f"hydra.run.dir={tmp_path / f'job{i}'}",
+            ],
+            cwd=REPO,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [job.communicate(timeout=400)[0] for job in jobs]
     assert [job.returncode for job in jobs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     reused = sorted(read_metrics(tmp_path / f"job{i}")["autoencoder_reused"] for i in range(2))

@@ -7,7 +7,9 @@ from tests.helpers.runs import path_overrides, read_metrics, run_script
 
 def test_wandb_offline_run_holds_history_and_images(tmp_path):
     run_dir = tmp_path / "run"
-    run_script("train.py", ["stage=autoencoder", "model=ae", "debug=smoke", "logger=wandb", *path_overrides(tmp_path)], run_dir)
+    run_script(
+        "train.py", ["stage=autoencoder", "model=ae", "debug=smoke", "logger=wandb", *path_overrides(tmp_path)], run_dir
+    )
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1, offline_runs
     files = offline_runs[0] / "files"
@@ -39,10 +41,19 @@ def test_resumed_run_continues_its_wandb_run_and_keeps_csv_history(tmp_path):
     import torch
 
     run_dir = tmp_path / "run"
-    common = ["stage=autoencoder", "model=ae", "debug=smoke", "model.training.max_epochs=2", "logger=[csv,wandb]",
-              *path_overrides(tmp_path)]
-    run_script("train.py", [*common, "+callbacks.stop._target_=tests.helpers.callbacks.StopAfterEpochs",
-                            "+callbacks.stop.epochs=1"], run_dir)
+    common = [
+        "stage=autoencoder",
+        "model=ae",
+        "debug=smoke",
+        "model.training.max_epochs=2",
+        "logger=[csv,wandb]",
+        *path_overrides(tmp_path),
+    ]
+    run_script(
+        "train.py",
+        [*common, "+callbacks.stop._target_=tests.helpers.callbacks.StopAfterEpochs", "+callbacks.stop.epochs=1"],
+        run_dir,
+    )
     last = run_dir / "checkpoints" / "autoencoder" / "last.ckpt"
     run_id = torch.load(last, map_location="cpu", weights_only=True)["tinyldm"]["wandb_run_id"]
     first_csv = (run_dir / "csv" / "autoencoder" / "metrics.csv").read_text()

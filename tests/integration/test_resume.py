@@ -1,4 +1,4 @@
-"""Resume: an interrupted stage-2 run ends with exactly the weights of an uninterrupted one, even past a truncated last.ckpt."""
+"""Resume: an interrupted stage-2 run ends with the weights of an uninterrupted one, even past a bad last.ckpt."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from tests.helpers.runs import path_overrides, run_script
 @pytest.fixture(scope="module")
 def stage1_checkpoint(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resume_stage1")
-    run_script("train.py", ["stage=autoencoder", "model=ae", "debug=smoke", "logger=none", *path_overrides(tmp)], tmp / "run")
+    run_script(
+        "train.py", ["stage=autoencoder", "model=ae", "debug=smoke", "logger=none", *path_overrides(tmp)], tmp / "run"
+    )
     return tmp / "run" / "checkpoints" / "autoencoder.ckpt"
 
 
@@ -23,12 +25,28 @@ def test_resumed_run_matches_uninterrupted_run(compose, tmp_path, caplog, stage1
     """In-process runs (train.py is a three-line wrapper around train.run)."""
     from tinyldm.tasks import train
 
-    common = ["stage=diffusion", f"autoencoder_ckpt={stage1_checkpoint}", "model=ae", "debug=smoke", "logger=none",
-              "diffusion.max_epochs=2", "diffusion.grid.every_n_steps=0", "evaluation.enabled=false"]
+    common = [
+        "stage=diffusion",
+        f"autoencoder_ckpt={stage1_checkpoint}",
+        "model=ae",
+        "debug=smoke",
+        "logger=none",
+        "diffusion.max_epochs=2",
+        "diffusion.grid.every_n_steps=0",
+        "evaluation.enabled=false",
+    ]
     full, interrupted = tmp_path / "full", tmp_path / "interrupted"
     train.run(compose([*common, f"paths.output_dir={full}"]))
-    train.run(compose([*common, f"paths.output_dir={interrupted}", "+callbacks.stop._target_=tests.helpers.callbacks.StopAfterEpochs",
-                       "+callbacks.stop.epochs=1"]))
+    train.run(
+        compose(
+            [
+                *common,
+                f"paths.output_dir={interrupted}",
+                "+callbacks.stop._target_=tests.helpers.callbacks.StopAfterEpochs",
+                "+callbacks.stop.epochs=1",
+            ]
+        )
+    )
     last = interrupted / "checkpoints" / "diffusion" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0
     last.write_bytes(last.read_bytes()[:5000])  # e.g. a full disk: resume falls back to the epoch checkpoint
@@ -36,7 +54,10 @@ def test_resumed_run_matches_uninterrupted_run(compose, tmp_path, caplog, stage1
         train.run(compose([*common, f"paths.output_dir={interrupted}", "resume=true"]))
     assert "last.ckpt, it is unreadable" in caplog.text
 
-    expected, resumed = _state(full / "checkpoints" / "diffusion.ckpt"), _state(interrupted / "checkpoints" / "diffusion.ckpt")
+    expected, resumed = (
+        _state(full / "checkpoints" / "diffusion.ckpt"),
+        _state(interrupted / "checkpoints" / "diffusion.ckpt"),
+    )
     assert expected.keys() == resumed.keys()
     assert any(k.startswith("ema.") for k in expected)
     for key in expected:

@@ -16,15 +16,31 @@ def stage2_checkpoint(tmp_path_factory) -> Path:
     """One smoke-trained class-conditional model shared by this module's tests."""
     tmp = tmp_path_factory.mktemp("stage2")
     run_dir = tmp / "run"
-    run_script("train.py", ["model=ae", "debug=smoke", "logger=none", "diffusion.max_epochs=1",
-                            "diffusion.grid.every_n_steps=0", *path_overrides(tmp)], run_dir)
+    run_script(
+        "train.py",
+        [
+            "model=ae",
+            "debug=smoke",
+            "logger=none",
+            "diffusion.max_epochs=1",
+            "diffusion.grid.every_n_steps=0",
+            *path_overrides(tmp),
+        ],
+        run_dir,
+    )
     return run_dir / "checkpoints" / "diffusion.ckpt"
 
 
 def _sample(compose, ckpt, out, **overrides):
     from tinyldm.tasks import sample
 
-    items = [f"ckpt={ckpt}", f"out={out}", "progress=false", "sampler.steps=4", *[f"{k}={v}" for k, v in overrides.items()]]
+    items = [
+        f"ckpt={ckpt}",
+        f"out={out}",
+        "progress=false",
+        "sampler.steps=4",
+        *[f"{k}={v}" for k, v in overrides.items()],
+    ]
     return sample.run(compose(items, config_name="sample"))
 
 
@@ -44,8 +60,19 @@ def test_sample_writes_npz_and_grid_deterministically(compose, stage2_checkpoint
 
 def test_sample_entry_point(stage2_checkpoint, tmp_path):
     out = tmp_path / "cli.npz"
-    run_script("sample.py", [f"ckpt={stage2_checkpoint}", "n_per_class=1", "sampler=ddim", "sampler.steps=3",
-                             "sampler.guidance_scale=3", f"out={out}", *path_overrides(tmp_path)], tmp_path / "run")
+    run_script(
+        "sample.py",
+        [
+            f"ckpt={stage2_checkpoint}",
+            "n_per_class=1",
+            "sampler=ddim",
+            "sampler.steps=3",
+            "sampler.guidance_scale=3",
+            f"out={out}",
+            *path_overrides(tmp_path),
+        ],
+        tmp_path / "run",
+    )
     assert np.load(out)["images"].shape == (10, 28, 28)
 
 

@@ -29,7 +29,13 @@ def test_stage1_smoke_run_leaves_checkpoint_and_metrics(compose, tmp_path, model
 def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, caplog):
     cache = tmp_path / "cache"  # the compose fixture's paths.cache_dir too
     # sampler.steps: +experiment is applied after debug=smoke, so it would restore its 20 steps
-    overrides = ["model=vqvae", "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", *path_overrides(tmp_path, cache)]
+    overrides = [
+        "model=vqvae",
+        "+experiment=mnist_cond",
+        "debug=smoke",
+        "sampler.steps=5",
+        *path_overrides(tmp_path, cache),
+    ]
     first = tmp_path / "first"
     run_script("train.py", overrides, first)
     metrics = read_metrics(first)
@@ -45,14 +51,25 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     from tinyldm.tasks import train
 
     with caplog.at_level("INFO", logger="tinyldm.training.stage1"):
-        again = train.run(compose(["model=vqvae", "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", "evaluation.enabled=false",
-                                   f"paths.output_dir={second}"]))
+        again = train.run(
+            compose(
+                [
+                    "model=vqvae",
+                    "+experiment=mnist_cond",
+                    "debug=smoke",
+                    "sampler.steps=5",
+                    "evaluation.enabled=false",
+                    f"paths.output_dir={second}",
+                ]
+            )
+        )
     assert again["autoencoder_reused"] is True
     assert "Reusing the cached stage-1 checkpoint" in caplog.text
     assert not (second / "checkpoints" / "autoencoder.ckpt").exists()
     # stage 2 starts from the seed's random state however stage 1 came about: the re-run trains the same weights
-    trained, retrained = (torch.load(run / "checkpoints" / "diffusion.ckpt", weights_only=True)["state_dict"]
-                          for run in (first, second))
+    trained, retrained = (
+        torch.load(run / "checkpoints" / "diffusion.ckpt", weights_only=True)["state_dict"] for run in (first, second)
+    )
     assert trained.keys() == retrained.keys()
     assert all(torch.equal(trained[key], retrained[key]) for key in trained)
 
@@ -81,8 +98,18 @@ def test_multirun_with_default_paths_reuses_stage1_and_writes_summary(tmp_path):
 
     from tests.helpers.runs import REPO, subprocess_env
 
-    command = [sys.executable, str(REPO / "train.py"), "-m", "model=ae,vae", "unet.transformer_depth=0,1",
-               "+experiment=mnist_cond", "debug=smoke", "sampler.steps=5", "evaluation.enabled=false", "diffusion.grid.every_n_steps=0"]
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "model=ae,vae",
+        "unet.transformer_depth=0,1",
+        "+experiment=mnist_cond",
+        "debug=smoke",
+        "sampler.steps=5",
+        "evaluation.enabled=false",
+        "diffusion.grid.every_n_steps=0",
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-5000:]
 
@@ -90,7 +117,11 @@ def test_multirun_with_default_paths_reuses_stage1_and_writes_summary(tmp_path):
     with (sweep_dir / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["override:model"], r["override:unet.transformer_depth"]) for r in rows] == [
-        ("ae", "0"), ("ae", "1"), ("vae", "0"), ("vae", "1")]
+        ("ae", "0"),
+        ("ae", "1"),
+        ("vae", "0"),
+        ("vae", "1"),
+    ]
     assert all(r["status"] == "ok" and float(r["ldm/val/loss"]) > 0 for r in rows)
     # each autoencoder type is trained once; the second depth reuses it from the shared cache
     assert [r["autoencoder_reused"] for r in rows] == ["False", "True", "False", "True"]
@@ -117,6 +148,14 @@ def test_a_run_builds_its_stage1_model_once_and_hands_it_to_stage2(compose, tmp_
     assert builds == ["ConvAutoencoder"] and first["autoencoder_reused"] is False
 
     builds.clear()
-    train.run(compose([*smoke, "stage=diffusion", f"autoencoder_ckpt={first['autoencoder_ckpt']}",
-                       f"paths.output_dir={tmp_path}/second"]))
+    train.run(
+        compose(
+            [
+                *smoke,
+                "stage=diffusion",
+                f"autoencoder_ckpt={first['autoencoder_ckpt']}",
+                f"paths.output_dir={tmp_path}/second",
+            ]
+        )
+    )
     assert builds == ["ConvAutoencoder"]

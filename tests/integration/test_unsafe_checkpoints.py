@@ -1,4 +1,4 @@
-"""Every entry point that reads a checkpoint refuses crafted ones: the payload never runs, the run stops naming the file."""
+"""Every entry point that reads a checkpoint refuses crafted ones: the payload never runs, the error names the file."""
 
 from __future__ import annotations
 
@@ -26,8 +26,11 @@ def _plant_cache_entry(compose, tmp_path, checkpoint_path):
     cache = AutoencoderCache.for_run(cfg, build(cfg.dataset))
     cache.entry.mkdir(parents=True)
     cache.checkpoint.write_bytes(checkpoint_path.read_bytes())
-    cache.marker.write_text(json.dumps({"format": MARKER_FORMAT, "key": cache.key, "metrics": {},
-                                        "checkpoint_sha256": sha256_of(cache.checkpoint)}))
+    cache.marker.write_text(
+        json.dumps(
+            {"format": MARKER_FORMAT, "key": cache.key, "metrics": {}, "checkpoint_sha256": sha256_of(cache.checkpoint)}
+        )
+    )
 
 
 ENTRY_POINTS = {
@@ -77,7 +80,9 @@ def test_crafted_checkpoint_is_refused(compose, tmp_path, entry_point, payload):
 def test_the_script_exits_non_zero_naming_the_file(tmp_path):
     marker = tmp_path / "marker"
     evil = PAYLOADS["pickle"]("diffusion", tmp_path / "evil.ckpt", marker)
-    result = run_script("train.py", [*TRAIN, f"ckpt_path={evil}", *path_overrides(tmp_path)], tmp_path / "run", check=False)
+    result = run_script(
+        "train.py", [*TRAIN, f"ckpt_path={evil}", *path_overrides(tmp_path)], tmp_path / "run", check=False
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0 and not marker.exists()
     assert f"{evil}' is unsafe" in output, output[-3000:]
@@ -89,18 +94,35 @@ def test_checkpoints_of_earlier_layouts_still_work_at_the_entry_points(compose, 
     from tinyldm.tasks import sample, train
 
     autoencoder, diffusion = (FIXTURES_DIR / fixture / "autoencoder.ckpt"), (FIXTURES_DIR / fixture / "diffusion.ckpt")
-    legacy = [line.removeprefix("- ") for line in (FIXTURES_DIR / fixture / "overrides.yaml").read_text().splitlines()
-              if not line.startswith("- paths.")]
-    sample.run(compose([f"ckpt={diffusion}", "n_per_class=2", "sampler.steps=5", f"out={tmp_path}/s.npz",
-                        "progress=false"], config_name="sample"))
+    legacy = [
+        line.removeprefix("- ")
+        for line in (FIXTURES_DIR / fixture / "overrides.yaml").read_text().splitlines()
+        if not line.startswith("- paths.")
+    ]
+    sample.run(
+        compose(
+            [f"ckpt={diffusion}", "n_per_class=2", "sampler.steps=5", f"out={tmp_path}/s.npz", "progress=false"],
+            config_name="sample",
+        )
+    )
     assert (tmp_path / "s.npz").exists() and (tmp_path / "s.png").exists()
 
-    metrics = train.run(compose([*legacy, "stage=diffusion", f"autoencoder_ckpt={autoencoder}",
-                                 f"paths.output_dir={tmp_path}/stage2"]))
+    metrics = train.run(
+        compose([*legacy, "stage=diffusion", f"autoencoder_ckpt={autoencoder}", f"paths.output_dir={tmp_path}/stage2"])
+    )
     assert metrics["ldm/epochs"] == 1 and metrics["autoencoder_ckpt"] == str(autoencoder)
     # the earlier run had finished its one epoch: Lightning restores the whole training state, finds nothing left to do
-    metrics = train.run(compose([*legacy, "stage=diffusion", f"autoencoder_ckpt={autoencoder}",
-                                 f"ckpt_path={diffusion}", f"paths.output_dir={tmp_path}/resumed"]))
+    metrics = train.run(
+        compose(
+            [
+                *legacy,
+                "stage=diffusion",
+                f"autoencoder_ckpt={autoencoder}",
+                f"ckpt_path={diffusion}",
+                f"paths.output_dir={tmp_path}/resumed",
+            ]
+        )
+    )
     assert metrics["ldm/epochs"] == 1 and metrics["resumed_from"] == str(diffusion)
 
 
@@ -111,8 +133,21 @@ def test_a_checkpoint_from_before_the_refactor_draws_the_images_it_drew_then(com
     from tinyldm.tasks import sample
 
     folder = FIXTURES_DIR / "before-one-owner"
-    sample.run(compose([f"ckpt={folder / 'diffusion.ckpt'}", "n_per_class=1", "seed=0", f"sampler={sampler}",
-                        "sampler.steps=5", "device=cpu", f"out={tmp_path}/s.npz", "progress=false"], config_name="sample"))
+    sample.run(
+        compose(
+            [
+                f"ckpt={folder / 'diffusion.ckpt'}",
+                "n_per_class=1",
+                "seed=0",
+                f"sampler={sampler}",
+                "sampler.steps=5",
+                "device=cpu",
+                f"out={tmp_path}/s.npz",
+                "progress=false",
+            ],
+            config_name="sample",
+        )
+    )
     images, labels, _ = read_samples(tmp_path / "s.npz")
     with np.load(folder / f"samples-{sampler}.npz", allow_pickle=False) as then:
         np.testing.assert_array_equal(labels, then["labels"])

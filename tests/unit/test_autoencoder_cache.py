@@ -1,4 +1,4 @@
-"""The stage-1 cache: complete entries only, retrained (with a warning) when incomplete or damaged; keyed on the data."""
+"""The stage-1 cache: complete entries only, retrained (with a warning) when incomplete or damaged; keyed on data."""
 
 from __future__ import annotations
 
@@ -54,7 +54,9 @@ def test_damaged_entry_is_retrained_with_a_warning(tmp_path, identity, caplog, d
 def test_key_follows_the_data_actually_read(compose):
     cfg = compose(["debug=smoke"])
     full = {**DATA, "source_used": "local:/data/mnist", "num_train": 54000, "train_sha256": "b" * 64}
-    assert AutoencoderCache("c", stage1_identity(cfg, DATA)).key != AutoencoderCache("c", stage1_identity(cfg, full)).key
+    assert (
+        AutoencoderCache("c", stage1_identity(cfg, DATA)).key != AutoencoderCache("c", stage1_identity(cfg, full)).key
+    )
 
 
 @pytest.mark.parametrize(

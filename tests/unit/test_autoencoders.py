@@ -361,8 +361,9 @@ def test_checkpoint_roundtrip_and_stage_checks(real_images, tmp_path):
     assert float(loaded.autoencoder.scale_factor) == pytest.approx(0.37)
     assert bool(loaded.autoencoder.quantizer.initialized)
     assert torch.equal(loaded.autoencoder.quantizer.embedding, module.autoencoder.quantizer.embedding)
-    assert torch.equal(eval_reconstruction(loaded.autoencoder, real_images),
-                       eval_reconstruction(module.autoencoder, real_images))
+    assert torch.equal(
+        eval_reconstruction(loaded.autoencoder, real_images), eval_reconstruction(module.autoencoder, real_images)
+    )
 
     assert require_stage(path, "autoencoder")["tinyldm"]["stage"] == "autoencoder"
     with pytest.raises(ValueError, match=r"autoencoder \(stage 1\) checkpoint"):

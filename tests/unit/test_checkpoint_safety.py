@@ -68,8 +68,13 @@ def test_targets_outside_the_allow_list_are_refused(target):
 
 @pytest.mark.parametrize(
     "target",
-    ["tinyldm.autoencoders.VQVAE", "tinyldm.unet.UNet", "torch.optim.AdamW", "torch.optim.lr_scheduler.OneCycleLR",
-     "tinyldm.diffusion.DiffusionSampler"],
+    [
+        "tinyldm.autoencoders.VQVAE",
+        "tinyldm.unet.UNet",
+        "torch.optim.AdamW",
+        "torch.optim.lr_scheduler.OneCycleLR",
+        "tinyldm.diffusion.DiffusionSampler",
+    ],
 )
 def test_the_projects_own_targets_are_allowed(target):
     check_target(target, "checkpoint 'x.ckpt'")
@@ -96,18 +101,32 @@ def _restore_diffusion(path=LEGACY_DIFFUSION) -> LatentDiffusionModule:
     return restore_module(LatentDiffusionModule, require_stage(path, "diffusion"), path).eval()
 
 
-@pytest.mark.parametrize("sampler", [{"kind": "ddpm", "steps": 4}, {"kind": "ddim", "steps": 4, "eta": 0.5},
-                                     {"kind": "dpmpp_2m", "steps": 4}], ids=["ddpm", "ddim-eta", "dpmpp_2m"])
+@pytest.mark.parametrize(
+    "sampler",
+    [{"kind": "ddpm", "steps": 4}, {"kind": "ddim", "steps": 4, "eta": 0.5}, {"kind": "dpmpp_2m", "steps": 4}],
+    ids=["ddpm", "ddim-eta", "dpmpp_2m"],
+)
 def test_previous_release_scheduler_config_is_translated_and_samples_with_every_solver(sampler):
     """Its stored ``scheduler`` is a DDPMScheduler (solver) config; the module reads it as the noise schedule."""
     model = _restore_diffusion()
     assert model.hparams.scheduler["_target_"] == "tinyldm.diffusion.DDPMScheduler"  # stored as written, not edited
     assert isinstance(model.noise_schedule, NoiseSchedule)
-    assert model.noise_schedule.config == {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001,
-                                           "beta_end": 0.02, "prediction_type": "epsilon"}
+    assert model.noise_schedule.config == {
+        "num_train_timesteps": 1000,
+        "beta_schedule": "linear",
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+        "prediction_type": "epsilon",
+    }
     assert model.sampler == DiffusionSampler(kind="ddim", steps=50, eta=0.0, guidance_scale=3.0)
-    draw = [model.sample(torch.tensor([3, 7]), generator=torch.Generator().manual_seed(0),
-                         sampler=DiffusionSampler(guidance_scale=2.0, **sampler)) for _ in range(2)]
+    draw = [
+        model.sample(
+            torch.tensor([3, 7]),
+            generator=torch.Generator().manual_seed(0),
+            sampler=DiffusionSampler(guidance_scale=2.0, **sampler),
+        )
+        for _ in range(2)
+    ]
     assert draw[0].shape == (2, 1, 32, 32) and torch.isfinite(draw[0]).all()
     assert torch.equal(draw[0], draw[1])
 
@@ -124,10 +143,14 @@ def test_previous_release_clip_sample_keeps_its_effect_or_is_refused(tmp_path):
     needs = r"tinyldm <= 0.1.*pass sampler.clip_sample=true sampler.clip_sample_range=0.5"
     with pytest.raises(ValueError, match=needs):
         model.sample(labels, sampler=DiffusionSampler(**steps))
-    clipped = model.sample(labels, generator=torch.Generator().manual_seed(0),
-                           sampler=DiffusionSampler(**steps, clip_sample=True, clip_sample_range=0.5))
-    unclipped = _restore_diffusion().sample(labels, generator=torch.Generator().manual_seed(0),
-                                           sampler=DiffusionSampler(**steps))
+    clipped = model.sample(
+        labels,
+        generator=torch.Generator().manual_seed(0),
+        sampler=DiffusionSampler(**steps, clip_sample=True, clip_sample_range=0.5),
+    )
+    unclipped = _restore_diffusion().sample(
+        labels, generator=torch.Generator().manual_seed(0), sampler=DiffusionSampler(**steps)
+    )
     assert not torch.equal(clipped, unclipped)  # the clipping really happens
 
 
@@ -138,8 +161,14 @@ def test_current_checkpoint_hyper_parameters_restore(compose, tmp_path):
     module = diffusion_module(compose(["debug=smoke", "model=ae"]))
     assert module.hparams.scheduler["_target_"] == "tinyldm.diffusion.NoiseSchedule"
     path = tmp_path / "current.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                "tinyldm": {"stage": "diffusion", "version": "test"}}, path)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "tinyldm": {"stage": "diffusion", "version": "test"},
+        },
+        path,
+    )
     restored = _restore_diffusion(path)
     assert restored.noise_schedule.config == module.noise_schedule.config
     assert restored.sampler == module.sampler
@@ -158,7 +187,9 @@ def test_stage_stamp_without_hyper_parameters_is_a_clear_error(tmp_path):
     del checkpoint["hyper_parameters"]
     path = tmp_path / "stripped.ckpt"
     torch.save(checkpoint, path)
-    with pytest.raises(CorruptCheckpointError, match=r"stripped\.ckpt.*malformed.*hyper-parameters lack \['autoencoder'"):
+    with pytest.raises(
+        CorruptCheckpointError, match=r"stripped\.ckpt.*malformed.*hyper-parameters lack \['autoencoder'"
+    ):
         restore_module(LatentDiffusionModule, require_stage(path, "diffusion"), path)
 
 

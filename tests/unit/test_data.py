@@ -158,9 +158,7 @@ def test_write_idx_rejects_non_uint8(tmp_path):
 
 
 @pytest.mark.parametrize("gz", [False, True])
-@pytest.mark.parametrize(
-    "name, subdir", [("mnist", ""), ("mnist", "MNIST/raw"), ("fashion_mnist", "FashionMNIST/raw")]
-)
+@pytest.mark.parametrize("name, subdir", [("mnist", ""), ("mnist", "MNIST/raw"), ("fashion_mnist", "FashionMNIST/raw")])
 def test_load_local_layouts(tmp_path, gz, name, subdir):
     directory = tmp_path / subdir if subdir else tmp_path
     written = _write_dataset(directory, gz=gz)
@@ -274,12 +272,15 @@ def test_val_fraction_must_be_in_open_unit_interval(val_fraction):
         DigitsDataModule("mnist_5k", val_fraction=val_fraction)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"image_size": 27}, "image_size"),
-    ({"image_size": 31}, "image_size"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"max_train_samples": 0}, "max_train_samples"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"image_size": 27}, "image_size"),
+        ({"image_size": 31}, "image_size"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_train_samples": 0}, "max_train_samples"),
+    ],
+)
 def test_other_invalid_args(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DigitsDataModule("mnist_5k", **kwargs)

@@ -23,25 +23,42 @@ def test_accumulated_micro_batches_draw_different_noise_and_ema_follows_optimize
 
     module.noise_schedule.add_noise = recording_add_noise
     data = TensorDataset(torch.randn(8, *latent_shape), torch.arange(8) % 10)
-    trainer = L.Trainer(max_steps=3, accumulate_grad_batches=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=3,
+        accumulate_grad_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, DataLoader(data, batch_size=2))
 
     assert trainer.global_step == 3 and len(noises) == 6  # 3 optimizer steps x 2 micro-batches
     for step in range(3):
-        assert not torch.equal(noises[2 * step], noises[2 * step + 1]), f"micro-batches of step {step} drew the same noise"
+        assert not torch.equal(noises[2 * step], noises[2 * step + 1]), (
+            f"micro-batches of step {step} drew the same noise"
+        )
     assert int(module.ema.n_averaged) == 3  # averaged once per optimizer step, not per micro-batch
 
 
 def test_stage_autoencoder_and_stage_all_train_identical_stage1_weights(compose, tmp_path):
     from tinyldm.tasks import train
 
-    common = ["debug=smoke", "model=ae", "logger=none", "evaluation.enabled=false", "diffusion.max_epochs=1",
-              "diffusion.grid.every_n_steps=0"]
+    common = [
+        "debug=smoke",
+        "model=ae",
+        "logger=none",
+        "evaluation.enabled=false",
+        "diffusion.max_epochs=1",
+        "diffusion.grid.every_n_steps=0",
+    ]
     train.run(compose([*common, "stage=autoencoder", f"paths.output_dir={tmp_path}/alone"]))
     train.run(compose([*common, "stage=all", f"paths.output_dir={tmp_path}/both"]))
-    alone, both = (torch.load(tmp_path / name / "checkpoints" / "autoencoder.ckpt", weights_only=True)["state_dict"]
-                   for name in ("alone", "both"))
+    alone, both = (
+        torch.load(tmp_path / name / "checkpoints" / "autoencoder.ckpt", weights_only=True)["state_dict"]
+        for name in ("alone", "both")
+    )
     assert alone.keys() == both.keys()
     for key in alone:
         assert torch.equal(alone[key], both[key]), key
@@ -65,8 +82,14 @@ def test_compiled_unet_trains_and_keeps_the_eager_state_dict_keys(compose):
     module = diffusion_module(cfg, (4, 8, 8))
     keys = set(module.state_dict())
     data = TensorDataset(torch.randn(8, 4, 8, 8), torch.arange(8) % 10)
-    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, DataLoader(data, batch_size=4))
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["ldm/train/loss"])
     assert set(module.state_dict()) == keys  # checkpoints of a compiled run load into an eager module
@@ -78,8 +101,15 @@ def test_one_cycle_schedule_builds_and_steps_for_short_budgets(total_steps):
 
     params = [torch.nn.Parameter(torch.zeros(3))]
     optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}
-    schedule = {"scheduler": {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True, "max_lr": 1e-3,
-                              "pct_start": 0.05}, "interval": "step"}
+    schedule = {
+        "scheduler": {
+            "_target_": "torch.optim.lr_scheduler.OneCycleLR",
+            "_partial_": True,
+            "max_lr": 1e-3,
+            "pct_start": 0.05,
+        },
+        "interval": "step",
+    }
     built = build_optimizers(params, optimizer, schedule, total_steps=total_steps)  # 20 x 0.05 = 1 divided by zero
     scheduler = built["lr_scheduler"]["scheduler"]
     rates = []  # the rate each optimizer step uses

@@ -21,9 +21,17 @@ def _diffusers_dpm(schedule: str, prediction_type: str, timesteps: list[int]):
     diffusers = pytest.importorskip("diffusers")
     beta_start, beta_end = BETA_RANGE[schedule]
     theirs = diffusers.DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, beta_schedule=DIFFUSERS_SCHEDULE_NAME[schedule], beta_start=beta_start,
-        beta_end=beta_end, prediction_type=prediction_type, algorithm_type="dpmsolver++", solver_order=2,
-        solver_type="midpoint", final_sigmas_type="zero", lower_order_final=True, timestep_spacing="trailing",
+        num_train_timesteps=1000,
+        beta_schedule=DIFFUSERS_SCHEDULE_NAME[schedule],
+        beta_start=beta_start,
+        beta_end=beta_end,
+        prediction_type=prediction_type,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        final_sigmas_type="zero",
+        lower_order_final=True,
+        timestep_spacing="trailing",
     )
     theirs.set_timesteps(len(timesteps))
     return theirs

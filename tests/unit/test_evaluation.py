@@ -46,8 +46,9 @@ def _score(setup, images, labels, floor_seed=0):
     _, model, _, _, arrays = setup
     val_images, val_labels = arrays["val"]
     floor = arrays["train"][0][:2000]  # disjoint from the slices used as "samples" below
-    return evaluate_samples(images, labels, val_images, val_labels, model, NUM_CLASSES,
-                            real_floor_images_uint8=floor, seed=floor_seed)
+    return evaluate_samples(
+        images, labels, val_images, val_labels, model, NUM_CLASSES, real_floor_images_uint8=floor, seed=floor_seed
+    )
 
 
 # --------------------------------------------------------------------------- classifier + cache
@@ -68,7 +69,7 @@ def test_second_call_reuses_identical_weights(setup, caplog):
     assert info2["reused"] and info2["cache_path"] == info["cache_path"]
     assert info2["val_accuracy"] == info["val_accuracy"]
     assert "reusing cached classifier" in caplog.text
-    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a.cpu(), b.cpu()), name
 
 
@@ -180,7 +181,10 @@ def _valid(n=100):
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (lambda x, y: (np.zeros((100, 32, 32), np.uint8), y), r"expected images of shape \(N, 28, 28\), got \(100, 32, 32\)"),
+        (
+            lambda x, y: (np.zeros((100, 32, 32), np.uint8), y),
+            r"expected images of shape \(N, 28, 28\), got \(100, 32, 32\)",
+        ),
         (lambda x, y: (x[:, None], y), r"got \(100, 1, 28, 28\); drop the channel axis"),
         (lambda x, y: (x.astype(np.float32) / 255, y), r"must be uint8 .* got float"),
         (lambda x, y: (np.where(np.eye(28, dtype=bool), np.nan, x / 255.0), y), r"NaN/Inf"),
@@ -241,11 +245,22 @@ def test_identity_reconstruction_ceiling_equals_the_real_floor(setup):
     train_images, train_labels = arrays["train"]
     samples, labels = train_images[-300:], train_labels[-300:]
     identity = partial(reconstruct_uint8, IdentityAutoencoder(in_channels=1), datamodule)
-    result = evaluate_samples(samples, labels, val_images, val_labels, model, NUM_CLASSES, real_floor_images_uint8=train_images,
-                              real_floor_labels=train_labels, reconstruct=identity)
+    result = evaluate_samples(
+        samples,
+        labels,
+        val_images,
+        val_labels,
+        model,
+        NUM_CLASSES,
+        real_floor_images_uint8=train_images,
+        real_floor_labels=train_labels,
+        reconstruct=identity,
+    )
     assert result["fid_recon"] == pytest.approx(result["fid_floor"], rel=1e-6)
     pick = np.sort(np.random.default_rng(0).permutation(len(train_images))[:300])  # the floor's subset
-    real_accuracy = evaluate_samples(train_images[pick], train_labels[pick], val_images, val_labels, model, NUM_CLASSES)["cond_acc"]
+    real_accuracy = evaluate_samples(
+        train_images[pick], train_labels[pick], val_images, val_labels, model, NUM_CLASSES
+    )["cond_acc"]
     assert result["recon_acc"] == pytest.approx(real_accuracy)
 
 
@@ -261,7 +276,16 @@ def test_a_lossy_stage1_lowers_the_ceiling(setup):
         x = torch.from_numpy(images).float()[:, None]
         return F.avg_pool2d(x, 3, stride=1, padding=1)[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
 
-    result = evaluate_samples(train_images[-300:], train_labels[-300:], val_images, val_labels, model, NUM_CLASSES,
-                              real_floor_images_uint8=train_images, real_floor_labels=train_labels, reconstruct=blur)
+    result = evaluate_samples(
+        train_images[-300:],
+        train_labels[-300:],
+        val_images,
+        val_labels,
+        model,
+        NUM_CLASSES,
+        real_floor_images_uint8=train_images,
+        real_floor_labels=train_labels,
+        reconstruct=blur,
+    )
     assert result["fid_recon"] > 2 * result["fid_floor"]
     assert result["fid_recon_ratio"] == pytest.approx(result["fid"] / result["fid_recon"])

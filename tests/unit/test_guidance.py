@@ -112,8 +112,9 @@ def _sample(sampler: DiffusionSampler, seed: int, denoiser=None, unconditional: 
     _, _, cond, uncond = _inputs()
     gen = torch.Generator().manual_seed(seed)
     denoiser = denoiser or ToyDenoiser()
-    return sampler.sample(denoiser, SCHEDULE, (B, C, H, W), cond, None if unconditional else uncond, generator=gen,
-                          **kwargs)
+    return sampler.sample(
+        denoiser, SCHEDULE, (B, C, H, W), cond, None if unconditional else uncond, generator=gen, **kwargs
+    )
 
 
 @pytest.mark.parametrize(
@@ -296,8 +297,10 @@ def test_sampler_rejects_bad_arguments(kwargs, match):
         DiffusionSampler(**kwargs)
 
 
-@pytest.mark.parametrize(("name", "kind", "steps", "scale"),
-                         [("ddpm", "ddpm", None, 3.0), ("ddim", "ddim", 50, 3.0), ("dpmpp_2m", "dpmpp_2m", 20, 2.0)])
+@pytest.mark.parametrize(
+    ("name", "kind", "steps", "scale"),
+    [("ddpm", "ddpm", None, 3.0), ("ddim", "ddim", 50, 3.0), ("dpmpp_2m", "dpmpp_2m", 20, 2.0)],
+)
 def test_hydra_sampler_configs_instantiate(name, kind, steps, scale):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf

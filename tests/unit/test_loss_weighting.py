@@ -59,7 +59,9 @@ def test_diffusion_module_weights_training_loss_but_not_validation_loss(compose)
     latents, labels = torch.randn(16, *latent_shape), torch.arange(16) % 10
 
     def loss(m, **kwargs):
-        return m.diffusion_loss(m.denoiser, latents, labels, generator=torch.Generator().manual_seed(1), drop_labels=False, **kwargs)
+        return m.diffusion_loss(
+            m.denoiser, latents, labels, generator=torch.Generator().manual_seed(1), drop_labels=False, **kwargs
+        )
 
     assert torch.equal(loss(weighted, weighted=False), loss(plain))  # same weights, same draws: identical MSE
     assert loss(weighted) < loss(plain)  # epsilon weights are <= 1 and < 1 for the nearly clean timesteps

@@ -254,8 +254,9 @@ def _oracle(sched: NoiseSchedule, x0: torch.Tensor):
 
 @schedules
 @prediction_types
-@pytest.mark.parametrize(("cls", "steps"), [(DDIMScheduler, 50), (DPMSolverMultistepScheduler, 10)],
-                         ids=["ddim", "dpmpp_2m"])
+@pytest.mark.parametrize(
+    ("cls", "steps"), [(DDIMScheduler, 50), (DPMSolverMultistepScheduler, 10)], ids=["ddim", "dpmpp_2m"]
+)
 def test_deterministic_loop_with_exact_oracle_recovers_x0(schedule, prediction_type, cls, steps):
     sched = _ours(cls, schedule, prediction_type)
     sched.set_timesteps(steps)
@@ -376,15 +377,28 @@ def test_config_round_trip():
 
 # -------------------------------------------------- scheduler configs of tinyldm <= 0.1 (checkpoints)
 
-LEGACY_CONFIG = {"_target_": "tinyldm.diffusion.DDPMScheduler", "num_train_timesteps": 1000, "beta_schedule": "linear",
-                 "beta_start": 0.0001, "beta_end": 0.02, "prediction_type": "epsilon", "clip_sample": False,
-                 "clip_sample_range": 1.0}
+LEGACY_CONFIG = {
+    "_target_": "tinyldm.diffusion.DDPMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "clip_sample_range": 1.0,
+}
 
 
 def test_legacy_scheduler_config_becomes_a_noise_schedule_config():
     schedule, carried = from_legacy_config(LEGACY_CONFIG)
-    assert schedule == {"_target_": "tinyldm.diffusion.NoiseSchedule", "num_train_timesteps": 1000,
-                        "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "prediction_type": "epsilon"}
+    assert schedule == {
+        "_target_": "tinyldm.diffusion.NoiseSchedule",
+        "num_train_timesteps": 1000,
+        "beta_schedule": "linear",
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+        "prediction_type": "epsilon",
+    }
     assert carried == {}  # clip_sample: false is the sampler's default
     from hydra.utils import instantiate
 
@@ -393,14 +407,21 @@ def test_legacy_scheduler_config_becomes_a_noise_schedule_config():
 
 def test_legacy_clip_sample_and_ddim_eta():
     """clip_sample: true is handed to the sampler; a DDIM config's eta (the sampler's always replaced it) is dropped."""
-    legacy = {**LEGACY_CONFIG, "_target_": "tinyldm.diffusion.DDIMScheduler", "clip_sample": True,
-              "clip_sample_range": 2.0, "eta": 0.3}
+    legacy = {
+        **LEGACY_CONFIG,
+        "_target_": "tinyldm.diffusion.DDIMScheduler",
+        "clip_sample": True,
+        "clip_sample_range": 2.0,
+        "eta": 0.3,
+    }
     schedule, carried = from_legacy_config(legacy)
     assert "eta" not in schedule and "clip_sample" not in schedule
     assert carried == {"clip_sample": True, "clip_sample_range": 2.0}
     # missing keys take the (unchanged) defaults
     assert from_legacy_config({"_target_": "tinyldm.diffusion.DPMSolverMultistepScheduler"}) == (
-        {"_target_": "tinyldm.diffusion.NoiseSchedule"}, {})
+        {"_target_": "tinyldm.diffusion.NoiseSchedule"},
+        {},
+    )
 
 
 def test_legacy_config_with_unknown_key_is_refused_and_current_configs_pass_unchanged():

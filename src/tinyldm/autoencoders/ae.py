@@ -31,7 +31,9 @@ class ConvAutoencoder(Autoencoder):
         super().__init__()
         self.latent_channels = latent_channels
         self.downsample_factor = 2 ** (len(channels) - 1)
-        self.encoder = Encoder(in_channels, self.encoder_channel_factor * latent_channels, channels, num_res_blocks, norm_groups)
+        self.encoder = Encoder(
+            in_channels, self.encoder_channel_factor * latent_channels, channels, num_res_blocks, norm_groups
+        )
         self.decoder = Decoder(latent_channels, in_channels, channels, num_res_blocks, norm_groups)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,7 @@ def _check_channels(channels: Sequence[int], norm_groups: int) -> list[int]:
     bad = [c for c in channels if c <= 0 or c % norm_groups != 0]
     if bad:
         raise ValueError(
-            f"channels={channels}: every entry must be a positive multiple of norm_groups={norm_groups} "
-            f"(bad: {bad})"
+            f"channels={channels}: every entry must be a positive multiple of norm_groups={norm_groups} (bad: {bad})"
         )
     return channels
 

@@ -61,9 +61,7 @@ class VectorQuantizer(nn.Module):
     def codes_for(self, flat: torch.Tensor) -> torch.Tensor:
         """(N, D) vectors -> (N,) index of the nearest code (squared Euclidean distance)."""
         distances = (
-            flat.pow(2).sum(1, keepdim=True)
-            - 2.0 * flat @ self.embedding.t()
-            + self.embedding.pow(2).sum(1)[None, :]
+            flat.pow(2).sum(1, keepdim=True) - 2.0 * flat @ self.embedding.t() + self.embedding.pow(2).sum(1)[None, :]
         )  # (N, K)
         return distances.argmin(dim=1)
 

@@ -35,8 +35,9 @@ class StepProgressBar(TQDMProgressBar):
         bar.set_description(f"Epoch {trainer.current_epoch}")
         self._show(trainer.global_step)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if self._should_update(step, self.train_progress_bar.total):
             self._show(step)
@@ -69,8 +70,13 @@ class BudgetLog(Callback):
         batches = trainer.num_training_batches
         epochs = f"{steps / batches:.1f} epochs of {batches} batches" if steps and batches else "unknown epochs"
         if trainer.is_global_zero:
-            log.info("Stage %s: %s optimizer steps (%s; from step %d)", self.stage, steps if steps else "?", epochs,
-                     trainer.global_step)
+            log.info(
+                "Stage %s: %s optimizer steps (%s; from step %d)",
+                self.stage,
+                steps if steps else "?",
+                epochs,
+                trainer.global_step,
+            )
         self._start = (time.perf_counter(), trainer.global_step)
         self._reported = False
 
@@ -84,6 +90,13 @@ class BudgetLog(Callback):
             return
         rate = done / (time.perf_counter() - started)
         remaining = max(steps - trainer.global_step, 0) / rate
-        log.info("Stage %s: step %d/%d at %.2f steps/s, about %d min %02d s left", self.stage, trainer.global_step,
-                 steps, rate, remaining // 60, remaining % 60)
+        log.info(
+            "Stage %s: step %d/%d at %.2f steps/s, about %d min %02d s left",
+            self.stage,
+            trainer.global_step,
+            steps,
+            rate,
+            remaining // 60,
+            remaining % 60,
+        )
         self._reported = True

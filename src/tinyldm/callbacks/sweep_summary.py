@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 def collect_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
     rows = []
-    for job_dir in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
+    for job_dir in sorted(
+        (p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    ):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
         row: dict[str, Any] = {"job": int(job_dir.name), "dir": str(job_dir), "overrides": " ".join(overrides)}
@@ -80,11 +82,23 @@ def log_wandb_table(rows: list[dict[str, Any]], plot: Path | None, config: DictC
 
     spec = config.logger.wandb
     columns = [c for c in dict.fromkeys(k for row in rows for k in row) if not c.startswith("dir")]
-    table = wandb.Table(columns=columns, data=[[row.get(c) if not isinstance(row.get(c), (list, dict)) else str(row.get(c))
-                                               for c in columns] for row in rows])
-    run = wandb.init(project=spec.get("project"), entity=spec.get("entity"), group=spec.get("group") or sweep_dir.name,
-                     name=f"sweep-summary-{sweep_dir.name}", dir=str(sweep_dir), mode=resolve_wandb_mode(spec.get("mode", "auto")),
-                     job_type="sweep_summary", reinit="finish_previous")
+    table = wandb.Table(
+        columns=columns,
+        data=[
+            [row.get(c) if not isinstance(row.get(c), (list, dict)) else str(row.get(c)) for c in columns]
+            for row in rows
+        ],
+    )
+    run = wandb.init(
+        project=spec.get("project"),
+        entity=spec.get("entity"),
+        group=spec.get("group") or sweep_dir.name,
+        name=f"sweep-summary-{sweep_dir.name}",
+        dir=str(sweep_dir),
+        mode=resolve_wandb_mode(spec.get("mode", "auto")),
+        job_type="sweep_summary",
+        reinit="finish_previous",
+    )
     payload: dict[str, Any] = {"sweep/summary": table}
     if plot is not None:
         payload["sweep/fid_vs_accuracy"] = wandb.Image(str(plot))
@@ -97,13 +111,20 @@ def point_labels(rows: list[dict[str, Any]]) -> list[str]:
     """Per-row label from the overrides that differ between rows, e.g. ``model=ae, transformer_depth=1``."""
     keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k.startswith("override:")]
     varying = [k for k in keys if len({str(row.get(k)) for row in rows}) > 1]
-    return [", ".join(f"{k.rsplit('.', 1)[-1].removeprefix('override:')}={row.get(k)}" for k in varying) or f"job {row.get('job')}"
-            for row in rows]
+    return [
+        ", ".join(f"{k.rsplit('.', 1)[-1].removeprefix('override:')}={row.get(k)}" for k in varying)
+        or f"job {row.get('job')}"
+        for row in rows
+    ]
 
 
 def plot_fid_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """Scatter of eval/fid against eval/cond_acc, each point labelled with the overrides that vary."""
-    points = [r for r in rows if isinstance(r.get("eval/fid"), (int, float)) and isinstance(r.get("eval/cond_acc"), (int, float))]
+    points = [
+        r
+        for r in rows
+        if isinstance(r.get("eval/fid"), (int, float)) and isinstance(r.get("eval/cond_acc"), (int, float))
+    ]
     if not points:
         return None
     import matplotlib
@@ -113,7 +134,7 @@ def plot_fid_vs_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
     ax.scatter([p["eval/cond_acc"] for p in points], [p["eval/fid"] for p in points])
-    for p, label in zip(points, point_labels(points)):
+    for p, label in zip(points, point_labels(points), strict=True):
         ax.annotate(label, (p["eval/cond_acc"], p["eval/fid"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     floors = [p["eval/fid_floor"] for p in points if isinstance(p.get("eval/fid_floor"), (int, float))]
     if floors:

@@ -56,8 +56,7 @@ class ClassConditioner(nn.Module):
             raise ValueError(f"tokens_per_class={tokens_per_class} is invalid: it must be at least 1")
         if not 0.0 <= p_uncond < 1.0:
             raise ValueError(
-                f"p_uncond={p_uncond} is invalid: it must lie in [0, 1) "
-                "(1 would never show the model a label)"
+                f"p_uncond={p_uncond} is invalid: it must lie in [0, 1) (1 would never show the model a label)"
             )
         self.num_classes = num_classes
         self.context_dim = context_dim
@@ -66,7 +65,9 @@ class ClassConditioner(nn.Module):
         self.class_tokens = nn.Parameter(torch.randn(num_classes, tokens_per_class, context_dim))  # (N, K, D)
         self.null_tokens = nn.Parameter(torch.randn(tokens_per_class, context_dim))  # (K, D)
 
-    def forward(self, labels: Tensor, drop_labels: bool | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def forward(
+        self, labels: Tensor, drop_labels: bool | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Look up the token sequences of ``labels``.
 
         Args:
@@ -88,7 +89,9 @@ class ClassConditioner(nn.Module):
             if not drop_labels:
                 return tokens
             draw_device = generator.device if generator is not None else labels.device
-            drop = (torch.rand(batch, generator=generator, device=draw_device) < self.p_uncond).to(labels.device)  # (B,)
+            drop = (torch.rand(batch, generator=generator, device=draw_device) < self.p_uncond).to(
+                labels.device
+            )  # (B,)
             return torch.where(drop[:, None, None], null, tokens)  # (B, K, D)
         return null if drop_labels else tokens
 

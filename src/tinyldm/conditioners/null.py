@@ -43,7 +43,9 @@ class NullConditioner(nn.Module):
         # Not persistent: a constant needs no checkpointing.
         self.register_buffer("null_tokens", torch.zeros(num_tokens, context_dim), persistent=False)
 
-    def forward(self, labels: Tensor, drop_labels: bool | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def forward(
+        self, labels: Tensor, drop_labels: bool | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Null context for a batch: ``labels`` only set the batch size and device.
 
         Takes the class conditioner's arguments so either can sit in the denoiser; ``drop_labels``

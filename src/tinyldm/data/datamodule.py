@@ -132,9 +132,7 @@ class DigitsDataModule(L.LightningDataModule):
         if source not in SOURCES:
             raise ValueError(f"unknown dataset source {source!r}; allowed: {', '.join(SOURCES)}")
         if not 0.0 < val_fraction < 1.0:
-            raise ValueError(
-                f"val_fraction must lie in the open interval (0, 1), got {val_fraction}"
-            )
+            raise ValueError(f"val_fraction must lie in the open interval (0, 1), got {val_fraction}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -180,8 +178,11 @@ class DigitsDataModule(L.LightningDataModule):
             digest = hashlib.sha256()
             for tensor in self.train_dataset.tensors:  # images (N, 1, S, S) float32, labels (N,) int64
                 digest.update(tensor.contiguous().numpy().tobytes())
-            self._fingerprint = {"source_used": self.source_used, "num_train": len(self.train_dataset),
-                                 "train_sha256": digest.hexdigest()}
+            self._fingerprint = {
+                "source_used": self.source_used,
+                "num_train": len(self.train_dataset),
+                "train_sha256": digest.hexdigest(),
+            }
         return dict(self._fingerprint)
 
     # ------------------------------------------------------------------ loading
@@ -231,7 +232,9 @@ class DigitsDataModule(L.LightningDataModule):
 
         self.train_dataset = _to_dataset(arrays.train_images[train_idx], arrays.train_labels[train_idx], self.pad)
         self.val_dataset = _to_dataset(arrays.train_images[val_idx], arrays.train_labels[val_idx], self.pad)
-        log.info("Splits: train=%d val=%d, image shape %s", len(self.train_dataset), len(self.val_dataset), self.image_shape)
+        log.info(
+            "Splits: train=%d val=%d, image shape %s", len(self.train_dataset), len(self.val_dataset), self.image_shape
+        )
 
     # ------------------------------------------------------------------ loaders
 

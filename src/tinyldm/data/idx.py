@@ -79,13 +79,9 @@ def _parse_header(data: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], i
         )
     if code not in IDX_DTYPES:
         allowed = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
-        raise ValueError(
-            f"IDX file {path} has unknown dtype code 0x{code:02X}; allowed codes: {allowed}"
-        )
+        raise ValueError(f"IDX file {path} has unknown dtype code 0x{code:02X}; allowed codes: {allowed}")
     if not 1 <= ndim <= _MAX_NDIM:
-        raise ValueError(
-            f"IDX file {path} declares {ndim} dimensions; expected 1..{_MAX_NDIM}"
-        )
+        raise ValueError(f"IDX file {path} declares {ndim} dimensions; expected 1..{_MAX_NDIM}")
     dims_end = _HEADER_PREFIX + 4 * ndim
     if len(data) < dims_end:
         raise ValueError(

@@ -59,7 +59,9 @@ def already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]
 class LatentDataModule(L.LightningDataModule):
     """Wraps an image datamodule; serves (scaled latent, label) batches for stage 2."""
 
-    def __init__(self, images: L.LightningDataModule, autoencoder: Autoencoder, batch_size: int = 128, seed: int = 0) -> None:
+    def __init__(
+        self, images: L.LightningDataModule, autoencoder: Autoencoder, batch_size: int = 128, seed: int = 0
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"diffusion.batch_size={batch_size} must be >= 1")
@@ -80,9 +82,13 @@ class LatentDataModule(L.LightningDataModule):
         self.val_dataset = encode_dataset(self.autoencoder, self._validated_part(self.images.val_dataset), device)
         latents = self.train_dataset.tensors[0]
         log.info(
-            "Encoded %d training and %d validation images into latents of shape %s in %.1fs (latent std %.3f after scaling)",
-            len(self.train_dataset), len(self.val_dataset), tuple(latents.shape[1:]),
-            time.perf_counter() - start, latents.std().item(),
+            "Encoded %d training and %d validation images into latents of shape %s in %.1fs (latent std %.3f after "
+            "scaling)",
+            len(self.train_dataset),
+            len(self.val_dataset),
+            tuple(latents.shape[1:]),
+            time.perf_counter() - start,
+            latents.std().item(),
         )
 
     def _validated_part(self, dataset: TensorDataset) -> TensorDataset:
@@ -105,7 +111,9 @@ class LatentDataModule(L.LightningDataModule):
         ``set_epoch`` never reaches the wrapped sampler.
         """
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-        sampler = DistributedSampler(self.train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed * 100_003)
+        sampler = DistributedSampler(
+            self.train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed * 100_003
+        )
         return DataLoader(self.train_dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=already_batched)
 
     def val_dataloader(self) -> DataLoader:

@@ -130,14 +130,9 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.n
     if labels.ndim != 1:
         raise ValueError(f"{what}: expected labels of shape (N,), got {labels.shape}")
     if len(images) != len(labels):
-        raise ValueError(
-            f"{what}: {len(images)} images but {len(labels)} labels; the files do not belong together"
-        )
+        raise ValueError(f"{what}: {len(images)} images but {len(labels)} labels; the files do not belong together")
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise ValueError(
-            f"{what}: labels must lie in 0..{NUM_CLASSES - 1}, got range "
-            f"{labels.min()}..{labels.max()}"
-        )
+        raise ValueError(f"{what}: labels must lie in 0..{NUM_CLASSES - 1}, got range {labels.min()}..{labels.max()}")
     if images.dtype != np.uint8:
         if images.size and (images.min() < 0 or images.max() > 255):
             raise ValueError(f"{what}: pixel values must lie in 0..255 to be stored as uint8")
@@ -249,14 +244,11 @@ def _load_torchvision(name: str, root: Path) -> DataArrays:
             f"({type(err).__name__}: {_one_line(err)}). Fix: point dataset.root at a folder holding the "
             "four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
             "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, optionally .gz), run once "
-            "with network access"
-            + (", or use dataset=mnist_5k (5000 bundled images)" if name == "mnist" else "")
+            "with network access" + (", or use dataset=mnist_5k (5000 bundled images)" if name == "mnist" else "")
         ) from err
     train_pair = _check_pair(train.data.numpy(), train.targets.numpy(), what=f"torchvision {name} train")
     test_pair = _check_pair(test.data.numpy(), test.targets.numpy(), what=f"torchvision {name} test")
-    return DataArrays(
-        *train_pair, *test_pair, source="torchvision", class_names=list(_CLASS_NAMES[name])
-    )
+    return DataArrays(*train_pair, *test_pair, source="torchvision", class_names=list(_CLASS_NAMES[name]))
 
 
 # --------------------------------------------------------------------------- bundled

@@ -37,14 +37,17 @@ class DDIMScheduler(Solver):
         clip_sample, clip_sample_range: see :class:`~tinyldm.diffusion.solver.Solver`.
     """
 
-    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip_sample: bool = False,
-                 clip_sample_range: float = 1.0) -> None:
+    def __init__(
+        self, schedule: NoiseSchedule, eta: float = 0.0, clip_sample: bool = False, clip_sample_range: float = 1.0
+    ) -> None:
         self.eta = validate_eta(eta)
         super().__init__(schedule, clip_sample=clip_sample, clip_sample_range=clip_sample_range)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.schedule!r}, eta={self.eta!r}, clip_sample={self.clip_sample!r}, "
-                f"clip_sample_range={self.clip_sample_range!r})")
+        return (
+            f"{type(self).__name__}({self.schedule!r}, eta={self.eta!r}, clip_sample={self.clip_sample!r}, "
+            f"clip_sample_range={self.clip_sample_range!r})"
+        )
 
     def step(
         self,

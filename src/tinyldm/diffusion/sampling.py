@@ -45,10 +45,16 @@ def validate_guidance_interval(interval: Any) -> tuple[int, int] | None:
     if interval is None:
         return None
     values = list(interval) if isinstance(interval, Sequence) and not isinstance(interval, str) else None
-    if (values is None or len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
-            or not 0 <= values[0] <= values[1]):
-        raise ValueError(f"guidance_interval={interval!r} must be null or [t_low, t_high], integer timesteps with "
-                         "0 <= t_low <= t_high (e.g. [100, 600])")
+    if (
+        values is None
+        or len(values) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+        or not 0 <= values[0] <= values[1]
+    ):
+        raise ValueError(
+            f"guidance_interval={interval!r} must be null or [t_low, t_high], integer timesteps with "
+            "0 <= t_low <= t_high (e.g. [100, 600])"
+        )
     return values[0], values[1]
 
 
@@ -101,8 +107,9 @@ class DiffusionSampler:
             "guidance_scale": validate_guidance_scale(self.guidance_scale),
             "guidance_interval": validate_guidance_interval(self.guidance_interval),
         }
-        normalised["clip_sample"], normalised["clip_sample_range"] = validate_clip(self.clip_sample,
-                                                                                   self.clip_sample_range)
+        normalised["clip_sample"], normalised["clip_sample_range"] = validate_clip(
+            self.clip_sample, self.clip_sample_range
+        )
         for name, value in normalised.items():
             object.__setattr__(self, name, value)  # frozen: store the validated, normalised values
 
@@ -197,8 +204,9 @@ class DiffusionSampler:
         for t in self._maybe_track(grid, progress):
             t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)  # (B,)
             if guided and self.guides_at(t):
-                model_output = guided_prediction(denoiser, x, t_batch, cond_context, uncond_context,
-                                                 self.guidance_scale)  # (B, C, H, W)
+                model_output = guided_prediction(
+                    denoiser, x, t_batch, cond_context, uncond_context, self.guidance_scale
+                )  # (B, C, H, W)
             else:
                 model_output = denoiser(x, t_batch, cond_context)  # (B, C, H, W)
             out = solver.step(model_output, t, x, generator=generator)

@@ -70,8 +70,9 @@ class Solver(ABC):
 
     def __init__(self, schedule: NoiseSchedule, clip_sample: bool = False, clip_sample_range: float = 1.0) -> None:
         if not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"{type(self).__name__} is built on a NoiseSchedule, got {type(schedule).__name__}: "
-                            f"{schedule!r}")
+            raise TypeError(
+                f"{type(self).__name__} is built on a NoiseSchedule, got {type(schedule).__name__}: {schedule!r}"
+            )
         self.schedule = schedule
         self.clip_sample, self.clip_sample_range = validate_clip(clip_sample, clip_sample_range)
         self.num_inference_steps: int = schedule.num_train_timesteps
@@ -83,8 +84,10 @@ class Solver(ABC):
         return self.schedule.num_train_timesteps
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.schedule!r}, clip_sample={self.clip_sample!r}, "
-                f"clip_sample_range={self.clip_sample_range!r})")
+        return (
+            f"{type(self).__name__}({self.schedule!r}, clip_sample={self.clip_sample!r}, "
+            f"clip_sample_range={self.clip_sample_range!r})"
+        )
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> None:
         """Choose the descending timestep grid the sampler visits.
@@ -122,6 +125,7 @@ class Solver(ABC):
         return pred_x0
 
     @abstractmethod
-    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor,
-             generator: torch.Generator | None = None) -> SchedulerOutput:
+    def step(
+        self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, generator: torch.Generator | None = None
+    ) -> SchedulerOutput:
         """One reverse step ``x_t -> x_{t_prev}`` (each solver defines its own update)."""

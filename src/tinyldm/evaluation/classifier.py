@@ -84,7 +84,9 @@ class DigitClassifier(nn.Module):
         self.num_features = int(num_features)
         c1, c2, c3 = widths
         self.body = nn.Sequential(
-            *_conv(1, c1), *_conv(c1, c2), *_conv(c2, c3),  # (N, c3, 3, 3)
+            *_conv(1, c1),
+            *_conv(c1, c2),
+            *_conv(c2, c3),  # (N, c3, 3, 3)
             nn.Flatten(),
             nn.Linear(c3 * 9, num_features, bias=False),
             nn.BatchNorm1d(num_features),
@@ -109,7 +111,9 @@ def _device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: DigitClassifier, images_uint8: np.ndarray, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: DigitClassifier, images_uint8: np.ndarray, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode pass over uint8 ``(N, 28, 28)`` -> (features ``(N, F)``, predicted class ``(N,)``), on CPU."""
     model.eval()
     feats, preds = [], []
@@ -171,15 +175,18 @@ def train_classifier(
     if len(x_all) != len(labels):
         raise ValueError(f"{len(x_all)} training images but {len(labels)} labels")
     device = torch.device(device)
-    cuda_devices = [] if device.type != "cuda" else [torch.cuda.current_device() if device.index is None else device.index]
+    cuda_devices = (
+        [] if device.type != "cuda" else [torch.cuda.current_device() if device.index is None else device.index]
+    )
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
         model = DigitClassifier(num_classes, num_features).to(device)
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
         steps = epochs * math.ceil(len(labels) / batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
-                                                       pct_start=one_cycle_pct_start(0.2, steps))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=steps, pct_start=one_cycle_pct_start(0.2, steps)
+        )
         for _ in range(epochs):
             model.train()
             for idx in torch.randperm(len(labels), generator=generator).split(batch_size):
@@ -201,14 +208,20 @@ def _full_train_datamodule(datamodule: Any) -> Any:
     source = (datamodule.source_used or datamodule.source).split(":")[0]
     log.info("training the evaluation classifier on the full train split (ignoring max_train_samples)")
     full = type(datamodule)(
-        name=datamodule.name, root=datamodule.root, source=source, val_fraction=datamodule.val_fraction,
-        seed=datamodule.seed, image_size=datamodule.image_size,
+        name=datamodule.name,
+        root=datamodule.root,
+        source=source,
+        val_fraction=datamodule.val_fraction,
+        seed=datamodule.seed,
+        image_size=datamodule.image_size,
     )
     full.setup()
     return full
 
 
-def _read_cache(path: Path, identity: dict[str, Any], num_classes: int, num_features: int) -> tuple[DigitClassifier, float] | None:
+def _read_cache(
+    path: Path, identity: dict[str, Any], num_classes: int, num_features: int
+) -> tuple[DigitClassifier, float] | None:
     """Load a cached classifier; None (with a warning) when it is unreadable or for other settings."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -253,16 +266,29 @@ def load_or_train_classifier(
     val_images, val_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
     epochs = default_epochs(len(train_labels)) if epochs is None else int(epochs)
     identity = {
-        "version": CLASSIFIER_VERSION, "dataset_key": dataset_key, "name": datamodule.name,
-        "source": (datamodule.source_used or datamodule.source).split(":")[0], "split_seed": datamodule.seed,
-        "val_fraction": datamodule.val_fraction, "num_train": len(train_labels), "num_val": len(val_labels),
-        "num_classes": datamodule.num_classes, "num_features": num_features, "epochs": epochs, "seed": seed,
+        "version": CLASSIFIER_VERSION,
+        "dataset_key": dataset_key,
+        "name": datamodule.name,
+        "source": (datamodule.source_used or datamodule.source).split(":")[0],
+        "split_seed": datamodule.seed,
+        "val_fraction": datamodule.val_fraction,
+        "num_train": len(train_labels),
+        "num_val": len(val_labels),
+        "num_classes": datamodule.num_classes,
+        "num_features": num_features,
+        "epochs": epochs,
+        "seed": seed,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     key = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset_key)}-{digest}"
     path = Path(cache_dir) / "classifiers" / f"{key}.pt"
-    info: dict[str, Any] = {"key": key, "cache_path": str(path), "num_train": len(train_labels),
-                            "num_val": len(val_labels), "epochs": epochs}
+    info: dict[str, Any] = {
+        "key": key,
+        "cache_path": str(path),
+        "num_train": len(train_labels),
+        "num_val": len(val_labels),
+        "epochs": epochs,
+    }
 
     cached = _read_cache(path, identity, datamodule.num_classes, num_features) if path.exists() else None
     if cached is not None:
@@ -272,11 +298,22 @@ def load_or_train_classifier(
 
     start = time.perf_counter()
     model, accuracy = train_classifier(
-        train_images, train_labels, val_images, val_labels, epochs=epochs, seed=seed,
-        num_features=num_features, num_classes=datamodule.num_classes, device=device,
+        train_images,
+        train_labels,
+        val_images,
+        val_labels,
+        epochs=epochs,
+        seed=seed,
+        num_features=num_features,
+        num_classes=datamodule.num_classes,
+        device=device,
     )
-    log.info("trained classifier for %s in %.1fs: held-out accuracy %.4f", dataset_key, time.perf_counter() - start, accuracy)
+    log.info(
+        "trained classifier for %s in %.1fs: held-out accuracy %.4f", dataset_key, time.perf_counter() - start, accuracy
+    )
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     with atomic_write(path) as handle:  # concurrent runs never read half a file
-        torch.save({"format": _CACHE_FORMAT, "identity": identity, "state_dict": state, "val_accuracy": accuracy}, handle)
+        torch.save(
+            {"format": _CACHE_FORMAT, "identity": identity, "state_dict": state, "val_accuracy": accuracy}, handle
+        )
     return model, {**info, "val_accuracy": accuracy, "reused": False}

@@ -56,7 +56,7 @@ class ClassifierFeatures(nn.Module):
         self.num_features = int(classifier.num_features)
         self.train(False)
 
-    def train(self, mode: bool = True) -> "ClassifierFeatures":
+    def train(self, mode: bool = True) -> ClassifierFeatures:
         return super().train(False)
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -111,9 +111,7 @@ def validate_samples(
         raise ValueError(f"{what}: images must be uint8 pixels 0..255, got dtype {images.dtype}")
     n = len(images)
     if n < min_samples:
-        raise ValueError(
-            f"{what}: FID needs at least {min_samples} images for a usable covariance estimate, got {n}"
-        )
+        raise ValueError(f"{what}: FID needs at least {min_samples} images for a usable covariance estimate, got {n}")
     if labels is None:
         return np.ascontiguousarray(images), None
     if isinstance(labels, torch.Tensor):
@@ -142,7 +140,9 @@ def _class_spread(features: torch.Tensor, groups: torch.Tensor, num_classes: int
     return spread
 
 
-def _fid_batches(fid: FrechetInceptionDistance, images: np.ndarray, real: bool, batch_size: int, device: torch.device) -> None:
+def _fid_batches(
+    fid: FrechetInceptionDistance, images: np.ndarray, real: bool, batch_size: int, device: torch.device
+) -> None:
     for start in range(0, len(images), batch_size):
         fid.update(to_input(images[start : start + batch_size]).to(device), real=real)
 
@@ -195,8 +195,11 @@ def evaluate_samples(
         raise ValueError("reference: labels must be real classes in [0, num_classes), not -1")
     n = len(images)
     if n <= classifier.num_features:
-        log.warning("%d samples <= %d features: rank-deficient covariance, FID is biased upwards; "
-                    "compare FIDs only at equal N", n, classifier.num_features)
+        log.warning(
+            "%d samples <= %d features: rank-deficient covariance, FID is biased upwards; compare FIDs only at equal N",
+            n,
+            classifier.num_features,
+        )
     device = next(classifier.parameters()).device
     feats, preds = predict(classifier, images, batch_size)  # (N, F), (N,)
     ref_feats, ref_preds = predict(classifier, ref_images, batch_size)
@@ -225,16 +228,18 @@ def evaluate_samples(
 
     # sync_on_compute=False: one process scores its own samples; under DDP only rank zero evaluates,
     # and a sync would wait forever on ranks that are not computing this metric
-    fid = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), normalize=True, reset_real_features=False,
-                                   sync_on_compute=False)
+    fid = FrechetInceptionDistance(
+        feature=ClassifierFeatures(classifier), normalize=True, reset_real_features=False, sync_on_compute=False
+    )
     fid = fid.to(device)
     _fid_batches(fid, ref_images, True, batch_size, device)
     _fid_batches(fid, images, False, batch_size, device)
     result["fid"] = max(0.0, float(fid.compute()))  # >= 0 in exact arithmetic; clip -1e-7 round-off
     result["fid_floor"] = result["fid_ratio"] = None
     if real_floor_images_uint8 is not None:
-        floor_images, _ = validate_samples(real_floor_images_uint8, None, num_classes, min_samples=min_samples,
-                                           what="real floor")
+        floor_images, _ = validate_samples(
+            real_floor_images_uint8, None, num_classes, min_samples=min_samples, what="real floor"
+        )
         if len(floor_images) < n:
             log.warning("only %d real floor images for %d samples; the floor is biased upwards", len(floor_images), n)
         pick = np.sort(np.random.default_rng(seed).permutation(len(floor_images))[:n])
@@ -243,15 +248,34 @@ def evaluate_samples(
         result["fid_floor"] = max(0.0, float(fid.compute()))
         result["fid_ratio"] = result["fid"] / result["fid_floor"] if result["fid_floor"] > 0 else float("inf")
         if reconstruct is not None:
-            result.update(_reconstruction_ceiling(fid, classifier, floor_images[pick], real_floor_labels, pick, reconstruct,
-                                                  batch_size, device, result["fid"]))
+            result.update(
+                _reconstruction_ceiling(
+                    fid,
+                    classifier,
+                    floor_images[pick],
+                    real_floor_labels,
+                    pick,
+                    reconstruct,
+                    batch_size,
+                    device,
+                    result["fid"],
+                )
+            )
     result.setdefault("fid_recon", None)
     return result
 
 
-def _reconstruction_ceiling(fid: FrechetInceptionDistance, classifier: DigitClassifier, real: np.ndarray, labels: Any,
-                            pick: np.ndarray, reconstruct: Callable[[np.ndarray], np.ndarray], batch_size: int,
-                            device: torch.device, sample_fid: float) -> dict[str, Any]:
+def _reconstruction_ceiling(
+    fid: FrechetInceptionDistance,
+    classifier: DigitClassifier,
+    real: np.ndarray,
+    labels: Any,
+    pick: np.ndarray,
+    reconstruct: Callable[[np.ndarray], np.ndarray],
+    batch_size: int,
+    device: torch.device,
+    sample_fid: float,
+) -> dict[str, Any]:
     """FID and accuracy of ``real`` images passed through stage 1, against the same reference statistics."""
     reconstructed = np.ascontiguousarray(reconstruct(real))
     if reconstructed.shape != real.shape or reconstructed.dtype != np.uint8:
@@ -259,8 +283,11 @@ def _reconstruction_ceiling(fid: FrechetInceptionDistance, classifier: DigitClas
     fid.reset()
     _fid_batches(fid, reconstructed, False, batch_size, device)
     fid_recon = max(0.0, float(fid.compute()))
-    out: dict[str, Any] = {"fid_recon": fid_recon, "fid_recon_ratio": sample_fid / fid_recon if fid_recon > 0 else float("inf"),
-                           "recon_acc": None}
+    out: dict[str, Any] = {
+        "fid_recon": fid_recon,
+        "fid_recon_ratio": sample_fid / fid_recon if fid_recon > 0 else float("inf"),
+        "recon_acc": None,
+    }
     if labels is not None:
         _, preds = predict(classifier, reconstructed, batch_size)
         out["recon_acc"] = (preds == torch.as_tensor(np.asarray(labels)[pick])).double().mean().item()

@@ -20,12 +20,29 @@ from tinyldm.evaluation.metrics import evaluate_samples
 from tinyldm.utils.images import to_uint8
 
 log = logging.getLogger(__name__)
-SCALAR_KEYS = ("cond_acc", "fid", "fid_floor", "fid_ratio", "fid_recon", "fid_recon_ratio", "recon_acc", "classifier_acc",
-               "diversity", "num_samples")
+SCALAR_KEYS = (
+    "cond_acc",
+    "fid",
+    "fid_floor",
+    "fid_ratio",
+    "fid_recon",
+    "fid_recon_ratio",
+    "recon_acc",
+    "classifier_acc",
+    "diversity",
+    "num_samples",
+)
 
 
-def score(images: np.ndarray, labels: np.ndarray, datamodule: Any, cache_dir: str | Path,
-          classifier_epochs: int | None = None, seed: int = 0, autoencoder: Autoencoder | None = None) -> dict[str, Any]:
+def score(
+    images: np.ndarray,
+    labels: np.ndarray,
+    datamodule: Any,
+    cache_dir: str | Path,
+    classifier_epochs: int | None = None,
+    seed: int = 0,
+    autoencoder: Autoencoder | None = None,
+) -> dict[str, Any]:
     """Scores of uint8 ``images`` (N, 28, 28) requested as ``labels`` (N,) on ``datamodule``'s held-out split.
 
     With the run's stage-1 ``autoencoder``, the real-floor subset is also scored after encode -> decode
@@ -33,23 +50,38 @@ def score(images: np.ndarray, labels: np.ndarray, datamodule: Any, cache_dir: st
     """
     datamodule.setup()
     if tuple(images.shape[1:]) != (28, 28):
-        raise ValueError(f"samples have image size {tuple(images.shape[1:])}, but dataset {datamodule.name!r} "
-                         "has 28x28 images (after removing the padding)")
+        raise ValueError(
+            f"samples have image size {tuple(images.shape[1:])}, but dataset {datamodule.name!r} "
+            "has 28x28 images (after removing the padding)"
+        )
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    classifier, info = load_or_train_classifier(datamodule.name, datamodule, cache_dir, epochs=classifier_epochs, device=device)
+    classifier, info = load_or_train_classifier(
+        datamodule.name, datamodule, cache_dir, epochs=classifier_epochs, device=device
+    )
     reference_images, reference_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
     train_images, train_labels = dataset_arrays(datamodule.train_dataset, datamodule.pad)
     reconstruct = None if autoencoder is None else partial(reconstruct_uint8, autoencoder, datamodule)
-    result = evaluate_samples(images, labels, reference_images, reference_labels, classifier, datamodule.num_classes,
-                              real_floor_images_uint8=train_images, seed=seed, real_floor_labels=train_labels,
-                              reconstruct=reconstruct)
+    result = evaluate_samples(
+        images,
+        labels,
+        reference_images,
+        reference_labels,
+        classifier,
+        datamodule.num_classes,
+        real_floor_images_uint8=train_images,
+        seed=seed,
+        real_floor_labels=train_labels,
+        reconstruct=reconstruct,
+    )
     result["classifier_val_acc"] = info["val_accuracy"]
     result["classifier_cache"] = info["cache_path"]
     return result
 
 
 @torch.no_grad()
-def reconstruct_uint8(autoencoder: Autoencoder, datamodule: Any, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+def reconstruct_uint8(
+    autoencoder: Autoencoder, datamodule: Any, images: np.ndarray, batch_size: int = 500
+) -> np.ndarray:
     """uint8 (N, 28, 28) -> the datamodule's model space -> encode -> decode (fp32, eval mode) -> uint8 (N, 28, 28)."""
     was_training = autoencoder.training
     autoencoder.eval()
@@ -69,6 +101,7 @@ def prefixed(result: dict[str, Any], prefix: str = "eval/") -> dict[str, Any]:
 
 def format_table(result: dict[str, Any], title: str = "evaluation") -> str:
     """A small text table of the headline figures (the JSON holds everything)."""
+
     def fmt(value: Any) -> str:
         if value is None:
             return "-"

@@ -109,12 +109,19 @@ class AutoencoderModule(L.LightningModule):
             n = self._grid_batch.shape[0] // 2
             # top rows: inputs, bottom rows: reconstructions
             grid = grid_uint8(self._grid_batch, nrow=max(1, min(n, 16)), pad=self.hparams.metric_crop)
-            log_image_grid(self.trainer, "ae/val/reconstructions", grid, self.image_dir, "top: input, bottom: reconstruction")
+            log_image_grid(
+                self.trainer, "ae/val/reconstructions", grid, self.image_dir, "top: input, bottom: reconstruction"
+            )
 
     def configure_optimizers(self) -> dict[str, Any]:
         total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
-        return build_optimizers(self.autoencoder.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler, total_steps,
-                                allow_fused=fused_allowed(self._trainer))
+        return build_optimizers(
+            self.autoencoder.parameters(),
+            self.hparams.optimizer,
+            self.hparams.lr_scheduler,
+            total_steps,
+            allow_fused=fused_allowed(self._trainer),
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stamp(checkpoint, STAGE, self.loggers)

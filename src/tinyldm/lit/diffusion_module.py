@@ -76,7 +76,9 @@ class LatentDiffusionModule(L.LightningModule):
 
         # frozen stage 1: eval mode, no gradients, always run in fp32. A training run hands over the model its
         # stage 1 trained or read (``trained_autoencoder``); a checkpoint rebuilds it from ``autoencoder``, its config
-        self.autoencoder: Autoencoder = trained_autoencoder if trained_autoencoder is not None else build(dict(autoencoder))
+        self.autoencoder: Autoencoder = (
+            trained_autoencoder if trained_autoencoder is not None else build(dict(autoencoder))
+        )
         self.autoencoder.requires_grad_(False).eval()
 
         self.denoiser = ConditionalDenoiser(build(dict(unet)), build(dict(conditioner)), channels_last=channels_last)
@@ -112,9 +114,15 @@ class LatentDiffusionModule(L.LightningModule):
         return bool(self.denoiser.conditioner.is_conditional)
 
     # ------------------------------------------------------------------ training
-    def diffusion_loss(self, denoiser: ConditionalDenoiser, latents: torch.Tensor, labels: torch.Tensor,
-                       generator: torch.Generator | None = None, drop_labels: bool | None = None,
-                       weighted: bool = True) -> torch.Tensor:
+    def diffusion_loss(
+        self,
+        denoiser: ConditionalDenoiser,
+        latents: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        drop_labels: bool | None = None,
+        weighted: bool = True,
+    ) -> torch.Tensor:
         """MSE between the denoiser's output and the noise schedule's target at random timesteps.
 
         With ``min_snr_gamma`` set and ``weighted``, each sample's MSE is scaled by its min-SNR
@@ -148,7 +156,9 @@ class LatentDiffusionModule(L.LightningModule):
         accumulate = max(int(self.trainer.accumulate_grad_batches), 1)
         draw = self.global_step * accumulate + batch_idx % accumulate
         seed = int(self.hparams.seed) * 1_000_003 + draw * max(self.trainer.world_size, 1) + self.global_rank
-        generator = torch.Generator(device=latents.device).manual_seed(seed)  # a private stream: the global RNG is left alone
+        generator = torch.Generator(device=latents.device).manual_seed(
+            seed
+        )  # a private stream: the global RNG is left alone
         loss = self.diffusion_loss(self.denoiser, latents, labels, generator=generator)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -178,7 +188,9 @@ class LatentDiffusionModule(L.LightningModule):
         latents, labels = batch
         # fixed noise and timesteps per batch, so validation losses are comparable across epochs
         generator = torch.Generator(device="cpu").manual_seed(1000 + batch_idx)
-        loss = self.diffusion_loss(self.ema.module, latents, labels, generator=generator, drop_labels=False, weighted=False)
+        loss = self.diffusion_loss(
+            self.ema.module, latents, labels, generator=generator, drop_labels=False, weighted=False
+        )
         self.log("ldm/val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
@@ -190,13 +202,19 @@ class LatentDiffusionModule(L.LightningModule):
         self._next_grid_step = (self.global_step // every + 1) * every
         for scale in grid_cfg.get("guidance_scales") or [self.sampler.guidance_scale]:
             grid = self.sample_grid(int(grid_cfg.get("samples_per_class", 8)), float(scale), seed=0)
-            caption = f"rows: classes 0-{max(self.num_classes - 1, 0)}, guidance {scale:g}, {self.sampler.kind}-{self.sampler.steps}"
+            sampler = f"{self.sampler.kind}-{self.sampler.steps}"
+            caption = f"rows: classes 0-{max(self.num_classes - 1, 0)}, guidance {scale:g}, {sampler}"
             log_image_grid(self.trainer, f"ldm/samples/guidance_{scale:g}", grid, self.image_dir, caption)
 
     def configure_optimizers(self) -> dict[str, Any]:
         total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
-        return build_optimizers(self.denoiser.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler, total_steps,
-                                allow_fused=fused_allowed(self._trainer))
+        return build_optimizers(
+            self.denoiser.parameters(),
+            self.hparams.optimizer,
+            self.hparams.lr_scheduler,
+            total_steps,
+            allow_fused=fused_allowed(self._trainer),
+        )
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -223,8 +241,10 @@ class LatentDiffusionModule(L.LightningModule):
         lost = {key: value for key, value in self._legacy_sampler_settings.items() if getattr(sampler, key) != value}
         if lost:
             overrides = " ".join(f"sampler.{key}={str(value).lower()}" for key, value in lost.items())
-            raise ValueError(f"this checkpoint (tinyldm <= 0.1) was trained with scheduler settings {lost}, which "
-                             f"belong to the sampler now, but {sampler!r} does not keep them; pass {overrides}")
+            raise ValueError(
+                f"this checkpoint (tinyldm <= 0.1) was trained with scheduler settings {lost}, which "
+                f"belong to the sampler now, but {sampler!r} does not keep them; pass {overrides}"
+            )
         denoiser = self.ema.module.eval()
         if labels is None:
             if self.is_conditional:
@@ -238,8 +258,15 @@ class LatentDiffusionModule(L.LightningModule):
         cond = denoiser.context(labels, batch, drop_labels=False)  # (B, K, D)
         # None tells the sampler the model is unconditional: it samples with ``cond`` alone, whatever its scale
         uncond = denoiser.unconditional_context(batch) if self.is_conditional else None  # (B, K, D)
-        latents = sampler.sample(denoiser, self.noise_schedule, (batch, *self.latent_shape), cond, uncond,
-                                 generator=generator, progress=progress)  # (B, C, h, w)
+        latents = sampler.sample(
+            denoiser,
+            self.noise_schedule,
+            (batch, *self.latent_shape),
+            cond,
+            uncond,
+            generator=generator,
+            progress=progress,
+        )  # (B, C, h, w)
         return self.decode_latents(latents)
 
     @torch.no_grad()
@@ -254,8 +281,15 @@ class LatentDiffusionModule(L.LightningModule):
         batch = labels.shape[0]
         cond = denoiser.context(labels if self.is_conditional else None, batch, drop_labels=False)  # (B, K, D)
         uncond = denoiser.unconditional_context(batch) if self.is_conditional else None  # None: no guidance
-        final, trajectory = self.sampler.sample(denoiser, self.noise_schedule, (batch, *self.latent_shape), cond,
-                                                uncond, generator=generator, return_trajectory_at=timesteps)
+        final, trajectory = self.sampler.sample(
+            denoiser,
+            self.noise_schedule,
+            (batch, *self.latent_shape),
+            cond,
+            uncond,
+            generator=generator,
+            return_trajectory_at=timesteps,
+        )
         columns = [self.decode_latents(trajectory[t]) for t in sorted(trajectory, reverse=True)]
         columns.append(self.decode_latents(final))
         strip = torch.stack(columns, dim=1).flatten(0, 1)  # (batch * columns, 1, H, W), row-major per class

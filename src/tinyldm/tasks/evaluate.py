@@ -38,7 +38,12 @@ def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarra
         images, labels = validate_samples(images, labels, datamodule.num_classes, what=f"samples={cfg.samples!r}")
         ckpt = metadata.get("ckpt")
         if ckpt and Path(str(ckpt)).is_file():
-            return images, labels, metadata, LatentDiffusionPipeline.from_checkpoint(ckpt, resolve_device(cfg.device)).autoencoder
+            return (
+                images,
+                labels,
+                metadata,
+                LatentDiffusionPipeline.from_checkpoint(ckpt, resolve_device(cfg.device)).autoencoder,
+            )
         log.info("No reconstruction ceiling: the samples file names no readable checkpoint (metadata ckpt=%r)", ckpt)
         return images, labels, metadata, None
     sampler = build(cfg.sampler)
@@ -53,18 +58,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_evaluate_config(cfg)
     run_dir = run_dir_of(cfg)
     if is_global_zero() and (run_dir / "metrics.json").exists():
-        raise FileExistsError(f"{str(run_dir / 'metrics.json')!r} already exists: evaluate into a new directory "
-                              "(leave hydra.run.dir unset) so no earlier result is replaced")
+        raise FileExistsError(
+            f"{str(run_dir / 'metrics.json')!r} already exists: evaluate into a new directory "
+            "(leave hydra.run.dir unset) so no earlier result is replaced"
+        )
     datamodule = build(cfg.dataset)
     images, labels, settings, autoencoder = samples_for(cfg, datamodule)
-    result = score(images, labels, datamodule, cfg.paths.cache_dir, cfg.evaluation.classifier_epochs, int(cfg.seed),
-                   autoencoder=autoencoder)
+    result = score(
+        images,
+        labels,
+        datamodule,
+        cfg.paths.cache_dir,
+        cfg.evaluation.classifier_epochs,
+        int(cfg.seed),
+        autoencoder=autoencoder,
+    )
     print(format_table(result, f"evaluation of {cfg.samples or cfg.ckpt} on {cfg.dataset.name}"))
-    metrics = {**prefixed(result), "samples": cfg.samples, "ckpt": cfg.ckpt, "dataset": cfg.dataset.name,
-               "dataset_source": datamodule.source_used}
+    metrics = {
+        **prefixed(result),
+        "samples": cfg.samples,
+        "ckpt": cfg.ckpt,
+        "dataset": cfg.dataset.name,
+        "dataset_source": datamodule.source_used,
+    }
     sampler = settings.get("sampler") or {}
-    metrics.update({"guidance_scale": sampler.get("guidance_scale"), "sampler_steps": sampler.get("steps"),
-                    "sampler_kind": sampler.get("kind")})
+    metrics.update(
+        {
+            "guidance_scale": sampler.get("guidance_scale"),
+            "sampler_steps": sampler.get("steps"),
+            "sampler_kind": sampler.get("kind"),
+        }
+    )
     if is_global_zero():
         metrics = write_json(run_dir / "metrics.json", metrics, replace=False)
         log.info("Wrote %s", run_dir / "metrics.json")
@@ -77,7 +101,12 @@ def _log_to_loggers(cfg: DictConfig, metrics: dict[str, Any]) -> None:
     loggers = RunLoggers(cfg.get("logger"))
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for logger in loggers.for_stage("evaluate"):
-        logger.log_hyperparams({"samples": cfg.samples, "ckpt": cfg.ckpt, **{k: metrics.get(k) for k in ("guidance_scale", "sampler_steps")}})
+        logger.log_hyperparams(
+            {
+                "samples": cfg.samples,
+                "ckpt": cfg.ckpt,
+                **{k: metrics.get(k) for k in ("guidance_scale", "sampler_steps")},
+            }
+        )
         logger.log_metrics(scalars)
     loggers.finish()
-

@@ -44,8 +44,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if HydraConfig.initialized() and not is_ddp_child():
         remember_job(HydraConfig.get().overrides.task, run_dir)
 
-    loggers = RunLoggers(cfg.get("logger"), run_config=OmegaConf.to_container(cfg, resolve=True),
-                         wandb_run_id=resume.wandb_run_id if resume else None)
+    loggers = RunLoggers(
+        cfg.get("logger"),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+        wandb_run_id=resume.wandb_run_id if resume else None,
+    )
     metrics: dict[str, Any] = {"stage": cfg.stage, "model": cfg.model.name, "dataset": cfg.dataset.name}
     try:
         autoencoder_ckpt, reused = stage1_file, True
@@ -63,7 +66,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         if cfg.stage in ("diffusion", "all"):
             stage2_resume = resume_from if resume_stage == "diffusion" else None
-            result = train_diffusion(cfg, run_dir, datamodule, stage1, autoencoder_ckpt, loggers, ckpt_path=stage2_resume)
+            result = train_diffusion(
+                cfg, run_dir, datamodule, stage1, autoencoder_ckpt, loggers, ckpt_path=stage2_resume
+            )
             metrics.update(result.metrics)
             metrics["diffusion_ckpt"] = str(result.checkpoint)
         if resume_from is not None:

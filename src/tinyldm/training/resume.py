@@ -25,8 +25,14 @@ def refuse_existing_run(run_dir: Path) -> None:
     the previous autoencoder, and mix two runs' results in one ``metrics.json``.
     """
     checkpoints = run_dir / "checkpoints"
-    held = [name for name, present in (("checkpoints/", checkpoints.is_dir() and any(checkpoints.iterdir())),
-                                       ("metrics.json", (run_dir / "metrics.json").exists())) if present]
+    held = [
+        name
+        for name, present in (
+            ("checkpoints/", checkpoints.is_dir() and any(checkpoints.iterdir())),
+            ("metrics.json", (run_dir / "metrics.json").exists()),
+        )
+        if present
+    ]
     if held:
         raise FileExistsError(
             f"run directory {str(run_dir)!r} already holds a run ({', '.join(held)}); pass resume=true to continue it, "
@@ -72,7 +78,8 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> ResumePoint | None
                 log.warning("resume=true: skipping %s, it is unreadable (%s)", path, error)
         else:
             raise FileNotFoundError(
-                f"resume=true found no readable checkpoint under {run_dir / 'checkpoints'}; pass hydra.run.dir=<the run "
+                f"resume=true found no readable checkpoint under {run_dir / 'checkpoints'}; pass hydra.run.dir=<the "
+                "run "
                 "to resume> or ckpt_path=PATH"
             )
     else:
@@ -82,8 +89,10 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> ResumePoint | None
         raise CorruptCheckpointError(f"ckpt_path={str(path)!r} is not a tinyldm training checkpoint (no stage stamp)")
     missing = [key for key in RESUME_KEYS if key not in checkpoint]
     if missing:
-        raise CorruptCheckpointError(f"{str(path)!r} cannot be resumed from: it lacks {missing}; only full "
-                                     "training checkpoints (checkpoints/<stage>/last.ckpt) can be resumed")
+        raise CorruptCheckpointError(
+            f"{str(path)!r} cannot be resumed from: it lacks {missing}; only full "
+            "training checkpoints (checkpoints/<stage>/last.ckpt) can be resumed"
+        )
     if stage == "diffusion" and cfg.stage == "autoencoder":
         raise ValueError(f"ckpt_path={str(path)!r} is a diffusion checkpoint but stage=autoencoder")
     log.info("Resuming the %s stage from %s", stage, path)

@@ -28,15 +28,23 @@ def new_autoencoder_module(cfg: DictConfig, run_dir: Path, pad: int) -> Autoenco
     return AutoencoderModule(
         autoencoder=OmegaConf.to_container(cfg.model.net, resolve=True),
         optimizer=OmegaConf.to_container(training.optimizer, resolve=True),
-        lr_scheduler=OmegaConf.to_container(training.lr_scheduler, resolve=True) if training.get("lr_scheduler") else None,
+        lr_scheduler=OmegaConf.to_container(training.lr_scheduler, resolve=True)
+        if training.get("lr_scheduler")
+        else None,
         reconstruction_loss=training.get("reconstruction_loss", "mse"),
         metric_crop=pad,
         image_dir=str(run_dir / "images"),
     )
 
 
-def stage1_module(cfg: DictConfig, run_dir: Path, pad: int, trains: bool, resume_stage: str | None,
-                  from_file: AutoencoderModule | None) -> tuple[AutoencoderModule, Path | None]:
+def stage1_module(
+    cfg: DictConfig,
+    run_dir: Path,
+    pad: int,
+    trains: bool,
+    resume_stage: str | None,
+    from_file: AutoencoderModule | None,
+) -> tuple[AutoencoderModule, Path | None]:
     """The run's one stage-1 module and the checkpoint it was read from (None: built from ``cfg.model``).
 
     Built once per run, then trained, filled from the cache or taken as read, and handed to stage 2 in
@@ -53,8 +61,14 @@ def stage1_module(cfg: DictConfig, run_dir: Path, pad: int, trains: bool, resume
     return new_autoencoder_module(cfg, run_dir, pad), None
 
 
-def train_autoencoder(module: AutoencoderModule, cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule,
-                      loggers: RunLoggers, ckpt_path: Path | None = None) -> StageResult:
+def train_autoencoder(
+    module: AutoencoderModule,
+    cfg: DictConfig,
+    run_dir: Path,
+    datamodule: L.LightningDataModule,
+    loggers: RunLoggers,
+    ckpt_path: Path | None = None,
+) -> StageResult:
     """Fit ``module`` (resuming from ``ckpt_path``), measure its scale factor, save ``autoencoder.ckpt``."""
     training = cfg.model.training
     if training.get("batch_size"):
@@ -79,21 +93,26 @@ def train_autoencoder(module: AutoencoderModule, cfg: DictConfig, run_dir: Path,
     log.info("Stage-1 latent scale factor (1 / std of %d training latents): %.4f", len(images), scale)
 
     checkpoint = run_dir / "checkpoints" / "autoencoder.ckpt"
-    trainer.save_checkpoint(checkpoint)  # the full training state (optimizer, loops, callbacks), so the file can be resumed
+    trainer.save_checkpoint(
+        checkpoint
+    )  # the full training state (optimizer, loops, callbacks), so the file can be resumed
     seen = trainer.global_step * int(datamodule.batch_size) * trainer.world_size
-    metrics.update({
-        "ae/scale_factor": scale,
-        "ae/wall_seconds": fit_seconds,
-        "ae/train_images_per_second": seen / fit_seconds if seen else 0.0,
-        "ae/epochs": trainer.current_epoch,
-        "ae/steps": trainer.global_step,
-        "ae/num_parameters": sum(p.numel() for p in module.autoencoder.parameters()),
-    })
+    metrics.update(
+        {
+            "ae/scale_factor": scale,
+            "ae/wall_seconds": fit_seconds,
+            "ae/train_images_per_second": seen / fit_seconds if seen else 0.0,
+            "ae/epochs": trainer.current_epoch,
+            "ae/steps": trainer.global_step,
+            "ae/num_parameters": sum(p.numel() for p in module.autoencoder.parameters()),
+        }
+    )
     return StageResult(checkpoint, metrics)
 
 
-def autoencoder_for_run(module: AutoencoderModule, cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule,
-                        loggers: RunLoggers) -> tuple[StageResult, bool]:
+def autoencoder_for_run(
+    module: AutoencoderModule, cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, loggers: RunLoggers
+) -> tuple[StageResult, bool]:
     """Train ``module``, or load the cached weights of the same stage-1 config into it; say which.
 
     The cache entry's lock is held from the look-up to the store, so parallel jobs with one stage-1
@@ -108,10 +127,15 @@ def autoencoder_for_run(module: AutoencoderModule, cfg: DictConfig, run_dir: Pat
             try:  # the entry's key covers this exact config, so its weights fit unless the model's code changed
                 module.load_state_dict(hit.state_dict)
             except RuntimeError as error:
-                raise CheckpointError(f"stage-1 cache entry {str(hit.checkpoint)!r} does not fit the model this code "
-                                      f"builds ({str(error)[:200]}); pass reuse_autoencoder=false to retrain it") from None
-            log.info("Reusing the cached stage-1 checkpoint %s (trained earlier with this exact stage-1 config, "
-                     "data and seed); set reuse_autoencoder=false to retrain", hit.checkpoint)
+                raise CheckpointError(
+                    f"stage-1 cache entry {str(hit.checkpoint)!r} does not fit the model this code "
+                    f"builds ({str(error)[:200]}); pass reuse_autoencoder=false to retrain it"
+                ) from None
+            log.info(
+                "Reusing the cached stage-1 checkpoint %s (trained earlier with this exact stage-1 config, "
+                "data and seed); set reuse_autoencoder=false to retrain",
+                hit.checkpoint,
+            )
             return StageResult(hit.checkpoint, hit.metrics), True
         result = train_autoencoder(module, cfg, run_dir, datamodule, loggers)
         if is_global_zero():
@@ -131,4 +155,7 @@ def store_resumed_in_cache(result: StageResult, cfg: DictConfig, datamodule: L.L
 
 def stage1_config(cfg: DictConfig) -> dict[str, Any]:
     """The human-readable part of a cache entry (``config.yaml``)."""
-    return {**{key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "dataset")}, "seed": int(cfg.seed)}
+    return {
+        **{key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "dataset")},
+        "seed": int(cfg.seed),
+    }

@@ -25,14 +25,20 @@ from tinyldm.utils.loggers import RunLoggers, log_image_grid
 log = logging.getLogger(__name__)
 
 
-def module_from_config(cfg: DictConfig, latent_shape: Sequence[int], autoencoder: Mapping[str, Any] | None = None,
-                       image_pad: int = 2, image_dir: str | None = None,
-                       trained_autoencoder: Autoencoder | None = None) -> LatentDiffusionModule:
+def module_from_config(
+    cfg: DictConfig,
+    latent_shape: Sequence[int],
+    autoencoder: Mapping[str, Any] | None = None,
+    image_pad: int = 2,
+    image_dir: str | None = None,
+    trained_autoencoder: Autoencoder | None = None,
+) -> LatentDiffusionModule:
     """The stage-2 module ``cfg`` describes on ``latent_shape`` (untrained UNet).
 
     Its stage 1 is ``trained_autoencoder`` (described by the ``autoencoder`` config) when given, else a
     new model built from ``autoencoder`` or ``cfg.model.net``.
     """
+
     def plain(node: Any) -> Any:
         return OmegaConf.to_container(node, resolve=True)
 
@@ -58,8 +64,15 @@ def module_from_config(cfg: DictConfig, latent_shape: Sequence[int], autoencoder
     )
 
 
-def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, stage1: AutoencoderModule,
-                    autoencoder_ckpt: Path, loggers: RunLoggers, ckpt_path: Path | None = None) -> StageResult:
+def train_diffusion(
+    cfg: DictConfig,
+    run_dir: Path,
+    datamodule: L.LightningDataModule,
+    stage1: AutoencoderModule,
+    autoencoder_ckpt: Path,
+    loggers: RunLoggers,
+    ckpt_path: Path | None = None,
+) -> StageResult:
     """Fit stage 2 on ``stage1`` (resuming from ``ckpt_path`` when given), save ``diffusion.ckpt``, then evaluate.
 
     The stage-1 model arrives in memory, as the run trained or read it; ``diffusion.ckpt`` still carries a copy
@@ -69,11 +82,23 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
     # read from a file), so one config trains the same stage 2 on a first run and on a re-run.
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     latent_shape = stage1.autoencoder.latent_shape(datamodule.image_shape)
-    module = module_from_config(cfg, latent_shape, dict(stage1.hparams.autoencoder), datamodule.pad,
-                                str(run_dir / "images"), trained_autoencoder=stage1.autoencoder)
-    log.info("Stage 2 on latents %s with scale factor %.4f from %s", latent_shape,
-             float(module.autoencoder.scale_factor), autoencoder_ckpt)
-    latents = LatentDataModule(datamodule, module.autoencoder, batch_size=int(cfg.diffusion.batch_size), seed=int(cfg.seed))
+    module = module_from_config(
+        cfg,
+        latent_shape,
+        dict(stage1.hparams.autoencoder),
+        datamodule.pad,
+        str(run_dir / "images"),
+        trained_autoencoder=stage1.autoencoder,
+    )
+    log.info(
+        "Stage 2 on latents %s with scale factor %.4f from %s",
+        latent_shape,
+        float(module.autoencoder.scale_factor),
+        autoencoder_ckpt,
+    )
+    latents = LatentDataModule(
+        datamodule, module.autoencoder, batch_size=int(cfg.diffusion.batch_size), seed=int(cfg.seed)
+    )
     trainer = build_trainer(cfg, STAGE, run_dir, loggers, **stage_length(cfg.diffusion))
     log_batch_sizes(trainer, "ldm", int(cfg.diffusion.batch_size), sum(p.numel() for p in module.denoiser.parameters()))
     start = time.perf_counter()
@@ -81,16 +106,20 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
     fit_seconds = time.perf_counter() - start
 
     checkpoint = run_dir / "checkpoints" / "diffusion.ckpt"
-    trainer.save_checkpoint(checkpoint)  # the full training state (optimizer, loops, callbacks), so the file can be resumed
+    trainer.save_checkpoint(
+        checkpoint
+    )  # the full training state (optimizer, loops, callbacks), so the file can be resumed
     metrics = stage_metrics(trainer, "ldm/val/")
     seen = trainer.global_step * int(cfg.diffusion.batch_size) * trainer.world_size
-    metrics.update({
-        "ldm/wall_seconds": fit_seconds,
-        "ldm/train_images_per_second": seen / fit_seconds if fit_seconds else 0.0,
-        "ldm/epochs": trainer.current_epoch,
-        "ldm/steps": trainer.global_step,
-        "ldm/num_parameters": sum(p.numel() for p in module.denoiser.parameters()),
-    })
+    metrics.update(
+        {
+            "ldm/wall_seconds": fit_seconds,
+            "ldm/train_images_per_second": seen / fit_seconds if fit_seconds else 0.0,
+            "ldm/epochs": trainer.current_epoch,
+            "ldm/steps": trainer.global_step,
+            "ldm/num_parameters": sum(p.numel() for p in module.denoiser.parameters()),
+        }
+    )
     if trainer.is_global_zero:
         start = time.perf_counter()
         scale = float(module.sampler.guidance_scale)
@@ -98,14 +127,21 @@ def train_diffusion(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataM
         path = save_png(grid, run_dir / "samples.png")
         metrics["ldm/final_grid_seconds"] = time.perf_counter() - start
         log.info("Final sample grid (rows = classes, guidance %g): %s", scale, path)
-        strip = log_image_grid(trainer, "ldm/samples/trajectory", module.trajectory_strip(seed=int(cfg.seed)), run_dir / "images",
-                               "predicted x0 at t = 999, 750, 500, 250, 100, 0 and the final sample")
+        strip = log_image_grid(
+            trainer,
+            "ldm/samples/trajectory",
+            module.trajectory_strip(seed=int(cfg.seed)),
+            run_dir / "images",
+            "predicted x0 at t = 999, 750, 500, 250, 100, 0 and the final sample",
+        )
         log.info("Denoising trajectory strip: %s", strip)
         if cfg.evaluation.enabled:
             metrics.update(evaluate_model(module, datamodule, cfg))
             for logger in trainer.loggers:
-                logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("eval/") and isinstance(v, float)},
-                                   step=trainer.global_step)
+                logger.log_metrics(
+                    {k: v for k, v in metrics.items() if k.startswith("eval/") and isinstance(v, float)},
+                    step=trainer.global_step,
+                )
     return StageResult(checkpoint, metrics)
 
 
@@ -117,9 +153,21 @@ def evaluate_model(module: LatentDiffusionModule, datamodule: L.LightningDataMod
     labels = pipeline.labels(int(evaluation.n_per_class))
     images = pipeline.generate(labels, seed=int(evaluation.seed), batch_size=int(evaluation.batch_size))
     sample_seconds = time.perf_counter() - start
-    result = score(pipeline.to_uint8(images), labels.numpy(), datamodule, cfg.paths.cache_dir,
-                   evaluation.classifier_epochs, int(evaluation.seed), autoencoder=module.autoencoder)
+    result = score(
+        pipeline.to_uint8(images),
+        labels.numpy(),
+        datamodule,
+        cfg.paths.cache_dir,
+        evaluation.classifier_epochs,
+        int(evaluation.seed),
+        autoencoder=module.autoencoder,
+    )
     log.info("\n%s", format_table(result, f"evaluation of the final EMA model ({module.sampler})"))
-    result.update({"sample_images_per_second": len(labels) / sample_seconds, "guidance_scale": module.sampler.guidance_scale,
-                   "sampler_steps": module.sampler.steps})
+    result.update(
+        {
+            "sample_images_per_second": len(labels) / sample_seconds,
+            "guidance_scale": module.sampler.guidance_scale,
+            "sampler_steps": module.sampler.steps,
+        }
+    )
     return prefixed(result)

@@ -1,4 +1,4 @@
-"""Build Lightning objects (trainer, callbacks) for one stage from the composed config, and read back what it measured."""
+"""Build the Lightning objects (trainer, callbacks) for one stage, and read back what the stage measured."""
 
 from __future__ import annotations
 
@@ -53,8 +53,12 @@ def build_callbacks(callbacks_cfg: DictConfig | None, checkpoint_dir: Path, has_
 
 def log_batch_sizes(trainer: L.Trainer, prefix: str, per_device: int, num_parameters: int) -> None:
     """Record per-device and effective (x world size) batch size and the trained parameter count."""
-    values = {f"{prefix}/batch_size_per_device": per_device, f"{prefix}/effective_batch_size": per_device * trainer.world_size,
-              f"{prefix}/world_size": trainer.world_size, f"{prefix}/num_parameters": num_parameters}
+    values = {
+        f"{prefix}/batch_size_per_device": per_device,
+        f"{prefix}/effective_batch_size": per_device * trainer.world_size,
+        f"{prefix}/world_size": trainer.world_size,
+        f"{prefix}/num_parameters": num_parameters,
+    }
     for logger in trainer.loggers:
         logger.log_hyperparams(values)
 
@@ -71,8 +75,12 @@ def stage_length(section: DictConfig) -> dict[str, Any]:
         return {"max_epochs": int(section.max_epochs), "max_steps": -1}
     steps = int(steps)
     validations = math.ceil(steps / int(section.get("val_every_n_steps") or steps))
-    return {"max_steps": steps, "max_epochs": -1, "val_check_interval": max(steps // validations, 1),
-            "check_val_every_n_epoch": None}
+    return {
+        "max_steps": steps,
+        "max_epochs": -1,
+        "val_check_interval": max(steps // validations, 1),
+        "check_val_every_n_epoch": None,
+    }
 
 
 def build_trainer(cfg: DictConfig, stage: str, run_dir: Path, loggers: RunLoggers, **overrides: Any) -> L.Trainer:
@@ -86,7 +94,10 @@ def build_trainer(cfg: DictConfig, stage: str, run_dir: Path, loggers: RunLogger
     plugins = trainer_kwargs.pop("plugins", None) or []
     plugins = [build(p) if isinstance(p, dict) else p for p in (plugins if isinstance(plugins, list) else [plugins])]
     stage_loggers = loggers.for_stage(stage)
-    callbacks = [*build_callbacks(cfg.get("callbacks"), run_dir / "checkpoints" / stage, bool(stage_loggers)), BudgetLog(stage)]
+    callbacks = [
+        *build_callbacks(cfg.get("callbacks"), run_dir / "checkpoints" / stage, bool(stage_loggers)),
+        BudgetLog(stage),
+    ]
     return build(
         trainer_kwargs,
         logger=stage_loggers if stage_loggers else False,

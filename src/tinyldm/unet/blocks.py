@@ -94,9 +94,7 @@ class UpStage(nn.Module):
     ``skip_channels`` lists the widths of the skips this stage pops, in pop order.
     """
 
-    def __init__(
-        self, in_ch: int, out_ch: int, skip_channels: list[int], upsample: bool, **block_kwargs
-    ) -> None:
+    def __init__(self, in_ch: int, out_ch: int, skip_channels: list[int], upsample: bool, **block_kwargs) -> None:
         super().__init__()
         self.blocks = nn.ModuleList()
         for skip_ch in skip_channels:

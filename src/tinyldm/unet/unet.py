@@ -122,9 +122,7 @@ class UNet(nn.Module):
         for level in reversed(range(len(widths))):
             popped = [skip_channels.pop() for _ in range(num_res_blocks + 1)]
             depth = transformer_depth if level in attention_levels else 0
-            self.up.append(
-                UpStage(ch, widths[level], popped, upsample=level > 0, transformer_depth=depth, **common)
-            )
+            self.up.append(UpStage(ch, widths[level], popped, upsample=level > 0, transformer_depth=depth, **common))
             ch = widths[level]
         assert not skip_channels, "every encoder skip must be consumed by the decoder"
 

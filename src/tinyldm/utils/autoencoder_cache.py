@@ -43,9 +43,19 @@ MARKER_FORMAT = "tinyldm-autoencoder-cache-1"
 # settings that change how fast or how verbosely stage 1 runs, not the weights it ends with
 _DATASET_KEYS_NOT_IN_KEY = ("num_workers", "pin_memory", "root", "source")  # the data fingerprint replaces root/source
 _TRAINER_KEYS_NOT_IN_KEY = (
-    "_target_", "log_every_n_steps", "enable_model_summary", "enable_progress_bar", "enable_checkpointing",
-    "num_sanity_val_steps", "check_val_every_n_epoch", "limit_val_batches", "val_check_interval", "default_root_dir",
-    "logger", "callbacks", "profiler",
+    "_target_",
+    "log_every_n_steps",
+    "enable_model_summary",
+    "enable_progress_bar",
+    "enable_checkpointing",
+    "num_sanity_val_steps",
+    "check_val_every_n_epoch",
+    "limit_val_batches",
+    "val_check_interval",
+    "default_root_dir",
+    "logger",
+    "callbacks",
+    "profiler",
 )
 
 
@@ -93,8 +103,11 @@ class AutoencoderCache:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            log.info("Another run is training or storing stage-1 cache entry %s; waiting for it (lock %s)",
-                     self.key, self.lock_path)
+            log.info(
+                "Another run is training or storing stage-1 cache entry %s; waiting for it (lock %s)",
+                self.key,
+                self.lock_path,
+            )
             start = time.perf_counter()
             lock.acquire()
             log.info("Got the stage-1 cache lock after %.0f s", time.perf_counter() - start)
@@ -148,6 +161,14 @@ class AutoencoderCache:
         with open(checkpoint, "rb") as source, atomic_write(self.checkpoint) as target:
             shutil.copyfileobj(source, target)
         write_text(self.entry / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(dict(config))))
-        write_json(self.marker, {"format": MARKER_FORMAT, "key": self.key, "checkpoint_sha256": sha256_of(self.checkpoint),
-                                 "metrics": dict(metrics), "identity": self.identity})
+        write_json(
+            self.marker,
+            {
+                "format": MARKER_FORMAT,
+                "key": self.key,
+                "checkpoint_sha256": sha256_of(self.checkpoint),
+                "metrics": dict(metrics),
+                "identity": self.identity,
+            },
+        )
         log.info("Stored the stage-1 checkpoint in the cache: %s", self.checkpoint)

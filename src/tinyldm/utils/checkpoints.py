@@ -66,7 +66,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{str(path)!r} is unsafe: it asks to load objects other than tensors and plain data, which tinyldm "
                 f"never does ({_first_line(error)}). Only load checkpoints written by tinyldm."
             ) from None
-        raise CorruptCheckpointError(f"{str(path)!r} is not a readable PyTorch checkpoint (malformed: {_first_line(error)})") from None
+        raise CorruptCheckpointError(
+            f"{str(path)!r} is not a readable PyTorch checkpoint (malformed: {_first_line(error)})"
+        ) from None
     except Exception as error:  # zip / EOF / runtime errors: a truncated or foreign file
         raise CorruptCheckpointError(
             f"{str(path)!r} is not a readable PyTorch checkpoint (truncated or not a checkpoint: "
@@ -80,7 +82,9 @@ def _first_line(error: Exception) -> str:
     """torch's weights-only errors run to a page; the first line says what was refused."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__
-    unsupported = next((line for line in lines if "Unsupported" in line), None)  # e.g. "Unsupported global: GLOBAL builtins.exec"
+    unsupported = next(
+        (line for line in lines if "Unsupported" in line), None
+    )  # e.g. "Unsupported global: GLOBAL builtins.exec"
     return (unsupported or text).strip()[:300]
 
 
@@ -94,7 +98,9 @@ def check_structure(checkpoint: Any, path: str | Path) -> None:
         raise CorruptCheckpointError(f"{where} is malformed: state_dict entries {bad[:3]} are not tensors")
     for key in ("hyper_parameters", "tinyldm"):
         if checkpoint.get(key) is not None and not isinstance(checkpoint[key], Mapping):
-            raise CorruptCheckpointError(f"{where} is malformed: {key!r} is a {type(checkpoint[key]).__name__}, not a dict")
+            raise CorruptCheckpointError(
+                f"{where} is malformed: {key!r} is a {type(checkpoint[key]).__name__}, not a dict"
+            )
     try:
         check_file_targets(checkpoint.get("hyper_parameters") or {}, where)
     except UnsafeTargetError as error:
@@ -128,22 +134,29 @@ def restore_module(cls: type[ModuleT], checkpoint: Mapping[str, Any], path: str 
     """
     where = f"checkpoint {str(path)!r}"
     hparams = dict(checkpoint.get("hyper_parameters") or {})
-    required = [name for name, p in inspect.signature(cls.__init__).parameters.items()
-                if name != "self" and p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+    required = [
+        name
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
     missing = [name for name in required if name not in hparams]
     if missing:
-        raise CorruptCheckpointError(f"{where} is malformed: its hyper-parameters lack {missing}, "
-                                     f"which a {cls.__name__} needs")
+        raise CorruptCheckpointError(
+            f"{where} is malformed: its hyper-parameters lack {missing}, which a {cls.__name__} needs"
+        )
     try:
         module = cls(**hparams)
     except (TypeError, ValueError, KeyError) as error:
-        raise CorruptCheckpointError(f"{where} is malformed: building {cls.__name__} from its hyper-parameters "
-                                     f"failed ({type(error).__name__}: {error})") from error
+        raise CorruptCheckpointError(
+            f"{where} is malformed: building {cls.__name__} from its hyper-parameters "
+            f"failed ({type(error).__name__}: {error})"
+        ) from error
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
-        raise CorruptCheckpointError(f"{where} is malformed: its weights do not fit the model its hyper-parameters "
-                                     f"describe ({str(error)[:300]})") from None
+        raise CorruptCheckpointError(
+            f"{where} is malformed: its weights do not fit the model its hyper-parameters describe ({str(error)[:300]})"
+        ) from None
     return module
 
 

@@ -51,6 +51,10 @@ def rewrite_child_argv(argv: list[str] | None = None) -> list[str]:
         return argv
     overrides = json.loads(os.environ[OVERRIDES_ENV])
     rank = os.environ.get("LOCAL_RANK", "0")
-    argv[1:] = [*overrides, f"hydra.run.dir={os.environ[RUN_DIR_ENV]}", "hydra.output_subdir=null",
-                f"hydra.job.name=train_ddp_process_{rank}"]
+    argv[1:] = [
+        *overrides,
+        f"hydra.run.dir={os.environ[RUN_DIR_ENV]}",
+        "hydra.output_subdir=null",
+        f"hydra.job.name=train_ddp_process_{rank}",
+    ]
     return argv

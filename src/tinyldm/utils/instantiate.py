@@ -100,4 +100,6 @@ def check_file_targets(config: Any, where: str) -> None:
         for value in config:
             check_file_targets(value, where)
     elif isinstance(config, str) and "${" in config:
-        raise UnsafeTargetError(f"{where} is unsafe: it holds the interpolation {config!r}; stored configs must be resolved")
+        raise UnsafeTargetError(
+            f"{where} is unsafe: it holds the interpolation {config!r}; stored configs must be resolved"
+        )

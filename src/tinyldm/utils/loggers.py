@@ -66,8 +66,12 @@ def wandb_logger(mode: str = "auto", save_dir: str = ".", **kwargs: Any) -> Wand
     """Build a :class:`WandbLogger` whose mode never triggers a login prompt."""
     resolved = resolve_wandb_mode(mode)
     if resolved == "offline":
-        log.info("W&B is not set up (no WANDB_API_KEY / wandb login): logging offline to %s/wandb; "
-                 "upload later with `wandb sync %s/wandb/offline-run-*`", save_dir, save_dir)
+        log.info(
+            "W&B is not set up (no WANDB_API_KEY / wandb login): logging offline to %s/wandb; "
+            "upload later with `wandb sync %s/wandb/offline-run-*`",
+            save_dir,
+            save_dir,
+        )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if "group" not in kwargs and (sweep := _sweep_name()) is not None:
@@ -86,8 +90,9 @@ class RunLoggers:
     stored in its checkpoint, so it continues that W&B run rather than starting a new one.
     """
 
-    def __init__(self, logger_cfg: DictConfig | None, run_config: dict[str, Any] | None = None,
-                 wandb_run_id: str | None = None) -> None:
+    def __init__(
+        self, logger_cfg: DictConfig | None, run_config: dict[str, Any] | None = None, wandb_run_id: str | None = None
+    ) -> None:
         self.cfg = logger_cfg or {}
         self.run_config = run_config or {}
         self.wandb_run_id = wandb_run_id
@@ -135,7 +140,9 @@ def free_version(logger_dir: Path, stage: str) -> str:
     return version
 
 
-def log_image_grid(trainer: Trainer, key: str, grid: np.ndarray, png_dir: str | Path | None, caption: str = "") -> Path | None:
+def log_image_grid(
+    trainer: Trainer, key: str, grid: np.ndarray, png_dir: str | Path | None, caption: str = ""
+) -> Path | None:
     """Log ``grid`` ((H, W, 3) uint8) under ``key`` and save ``png_dir/<key>_epoch<E>.png``."""
     if not trainer.is_global_zero:
         return None
@@ -162,7 +169,9 @@ def log_histogram(trainer: Trainer, key: str, counts: np.ndarray) -> None:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            logger.experiment.log({key: wandb.Histogram(np_histogram=(counts, edges)), "trainer/global_step": trainer.global_step})
+            logger.experiment.log(
+                {key: wandb.Histogram(np_histogram=(counts, edges)), "trainer/global_step": trainer.global_step}
+            )
         elif isinstance(logger, TensorBoardLogger):
             values = np.repeat(np.arange(len(counts)), counts.astype(np.int64))
             if len(values):
