@@ -2,7 +2,9 @@
 
 Stage 1 (``tinyldm.autoencoders``) compresses images to a small latent grid; stage 2
 (``tinyldm.unet``, ``tinyldm.conditioners``, ``tinyldm.diffusion``) learns a class-conditional
-DDPM on those latents. ``tinyldm.tasks`` holds the Hydra-driven entry points.
+DDPM on those latents. ``tinyldm.training`` fits the two stages, ``tinyldm.pipeline`` turns a
+trained model into images, and ``tinyldm.tasks`` holds the thin Hydra-driven entry points
+(README: code map).
 """
 
 __version__ = "0.1.0"

@@ -209,7 +209,7 @@ def test_validate_samples_accepts_tensors():
     assert out_images.dtype == np.uint8 and out_labels.dtype == np.int64
 
 
-def test_load_samples_npz_roundtrip_and_errors(tmp_path):
+def test_read_samples_roundtrip_and_errors(tmp_path):
     images, labels = _valid()
     good = tmp_path / "samples.npz"
     np.savez(good, images=images, labels=labels, guidance_scale=np.float32(3.0), metadata='{"steps": 50}')
