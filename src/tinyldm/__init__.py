@@ -7,7 +7,7 @@ trained model into images, and ``tinyldm.tasks`` holds the thin Hydra-driven ent
 (README: code map).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from tinyldm.utils.resolvers import register_resolvers
 
