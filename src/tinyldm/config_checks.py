@@ -123,6 +123,16 @@ def check_sample_config(cfg: DictConfig) -> None:
             raise ValueError(f"classes={cfg.classes!r} must be a non-empty list of class indices, e.g. [3,7], or null")
         for c in classes:
             check_int(c, "classes[...]", 0)
+    if cfg.get("prompt") is not None and cfg.get("prompts") is not None:
+        raise ValueError("give prompt=TEXT or prompts=FILE, not both")
+    if (cfg.get("prompt") is not None or cfg.get("prompts") is not None) and cfg.classes is not None:
+        raise ValueError(
+            "classes= selects labels of a class-conditional model; with prompts the prompts say what to draw"
+        )
+    if cfg.get("prompt") is not None and not isinstance(cfg.prompt, str):
+        raise ValueError(f'prompt={cfg.prompt!r} must be a string (quote it: prompt="a thick 7")')
+    if cfg.get("prompts") is not None and not Path(str(cfg.prompts)).is_file():
+        raise FileNotFoundError(f"prompts={cfg.prompts!r}: no such file (one prompt per line)")
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tinyldm.conditioners import TextConditioner
 from tinyldm.diffusion import DiffusionSampler
 from tinyldm.lit.diffusion_module import LatentDiffusionModule
 from tinyldm.utils.checkpoints import require_stage, restore_module
@@ -84,25 +85,45 @@ class LatentDiffusionPipeline:
             raise ValueError(f"classes={wanted}: {bad or 'empty'} not among the model's classes {allowed}")
         return torch.tensor(wanted, dtype=torch.long).repeat_interleave(n_per_class)  # (N,)
 
+    @property
+    def takes_prompts(self) -> bool:
+        """Whether the model reads text prompts (``conditioner=text``)."""
+        return isinstance(self.model.denoiser.conditioner, TextConditioner)
+
+    def prompt_labels(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(N,) the class each prompt names (-1: none or several), refusing prompts the model cannot read.
+
+        Every prompt is tokenized here, so a prompt over the length limit fails before any sampling.
+        """
+        if not self.takes_prompts:
+            raise ValueError("prompts given, but this checkpoint is not text-conditioned (conditioner=text)")
+        conditioner = self.model.denoiser.conditioner
+        conditioner.tokenizer.encode(list(prompts))  # too long: a clear error naming the limit; unknown words warn
+        return torch.tensor(conditioner.label_of(prompts), dtype=torch.long)
+
     @torch.no_grad()
     def generate(
         self,
-        labels: torch.Tensor,
+        labels: torch.Tensor | Sequence[str],
         sampler: DiffusionSampler | None = None,
         seed: int = 0,
         batch_size: int = 250,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Images (N, 1, H, W) in [-1, 1] for ``labels`` (N,) (-1s for an unconditional model).
+        """Images (N, 1, H, W) in [-1, 1] for ``labels`` (N,) (-1s for an unconditional model), or N prompts.
 
         One CPU generator drives every batch, so ``seed`` fixes the images whatever the device and
         the same seed gives the same images in ``sample.py``, ``evaluate.py`` and training's evaluation.
         """
         sampler = sampler or self.sampler
         sampler.check_schedule(self.model.noise_schedule)  # e.g. steps > T: refused before any work
+        if not isinstance(labels, torch.Tensor):
+            labels = list(labels)
+            self.prompt_labels(labels)  # every prompt checked before the first batch is sampled
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         chunks = []
-        for batch in labels.split(batch_size):  # (b,)
+        for start in range(0, len(labels), batch_size):
+            batch = labels[start : start + batch_size]  # (b,) labels or b prompts
             if self.model.is_conditional:
                 images = self.model.sample(batch, generator=generator, sampler=sampler, progress=progress)
             else:

@@ -3,7 +3,9 @@
 An ``.npz`` (read with ``allow_pickle=False``: a file from someone else is data, never code) holding
 
 * ``images``: uint8 ``(N, 28, 28)``, the padding cropped;
-* ``labels``: int64 ``(N,)``, the class each image was asked for (-1 for an unconditional model);
+* ``labels``: int64 ``(N,)``, the class each image was asked for (-1 for an unconditional model, or a
+  prompt that names no single class);
+* ``prompts`` (text models only): ``(N,)`` fixed-width unicode, the prompt each image was drawn from;
 * ``metadata``: a JSON string (sampler settings, seed, checkpoint path), so every evaluation can be
   traced back to the settings that produced it.
 
@@ -48,6 +50,7 @@ def write_samples(
     metadata: dict[str, Any],
     grid: np.ndarray,
     overwrite: bool,
+    prompts: list[str] | None = None,
 ) -> None:
     """Write the npz (uint8 ``images`` (N, 28, 28), ``labels`` (N,), ``metadata``) and its ``grid`` PNG together.
 
@@ -64,8 +67,11 @@ def write_samples(
                 "them); nothing was written. Pass overwrite=true or choose another path"
             )
         save_png(grid, grid_path)
+        arrays = {"images": images, "labels": labels.astype(np.int64), "metadata": np.array(json.dumps(metadata))}
+        if prompts is not None:
+            arrays["prompts"] = np.array(prompts, dtype=np.str_)  # (N,) '<U..': loadable without pickle
         with atomic_write(out) as handle:  # metadata as a 0-d unicode array: loadable without pickle
-            np.savez(handle, images=images, labels=labels.astype(np.int64), metadata=np.array(json.dumps(metadata)))
+            np.savez(handle, **arrays)
 
 
 def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -65,6 +65,10 @@ class ClassConditioner(nn.Module):
         self.class_tokens = nn.Parameter(torch.randn(num_classes, tokens_per_class, context_dim))  # (N, K, D)
         self.null_tokens = nn.Parameter(torch.randn(tokens_per_class, context_dim))  # (K, D)
 
+    def conditions_for(self, images: Tensor, labels: Tensor, fit: bool = False) -> Tensor:
+        """What the data hand this conditioner per image: the ``(N,)`` labels (images add nothing here)."""
+        return labels
+
     def forward(
         self, labels: Tensor, drop_labels: bool | None = None, generator: torch.Generator | None = None
     ) -> Tensor:

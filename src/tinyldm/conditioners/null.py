@@ -43,6 +43,10 @@ class NullConditioner(nn.Module):
         # Not persistent: a constant needs no checkpointing.
         self.register_buffer("null_tokens", torch.zeros(num_tokens, context_dim), persistent=False)
 
+    def conditions_for(self, images: Tensor, labels: Tensor, fit: bool = False) -> Tensor:
+        """What the data hand this conditioner per image: the ``(N,)`` labels (images add nothing here)."""
+        return labels
+
     def forward(
         self, labels: Tensor, drop_labels: bool | None = None, generator: torch.Generator | None = None
     ) -> Tensor:

@@ -14,6 +14,7 @@ import time
 
 import lightning as L
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from tinyldm.autoencoders.base import Autoencoder
@@ -57,10 +58,19 @@ def already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]
 
 
 class LatentDataModule(L.LightningDataModule):
-    """Wraps an image datamodule; serves (scaled latent, label) batches for stage 2."""
+    """Wraps an image datamodule; serves (scaled latent, condition) batches for stage 2.
+
+    The condition is the label, or whatever ``conditioner.conditions_for(images, labels)`` makes of
+    each image (the text conditioner: label and measured attribute bins).
+    """
 
     def __init__(
-        self, images: L.LightningDataModule, autoencoder: Autoencoder, batch_size: int = 128, seed: int = 0
+        self,
+        images: L.LightningDataModule,
+        autoencoder: Autoencoder,
+        batch_size: int = 128,
+        seed: int = 0,
+        conditioner: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -69,6 +79,7 @@ class LatentDataModule(L.LightningDataModule):
         self.autoencoder = autoencoder
         self.batch_size = batch_size
         self.seed = seed
+        self.conditioner = conditioner
         self.train_dataset: TensorDataset | None = None
         self.val_dataset: TensorDataset | None = None
 
@@ -78,8 +89,16 @@ class LatentDataModule(L.LightningDataModule):
         self.images.setup(stage)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         start = time.perf_counter()
+        val_images = self._validated_part(self.images.val_dataset)
         self.train_dataset = encode_dataset(self.autoencoder, self.images.train_dataset, device)
-        self.val_dataset = encode_dataset(self.autoencoder, self._validated_part(self.images.val_dataset), device)
+        self.val_dataset = encode_dataset(self.autoencoder, val_images, device)
+        if self.conditioner is not None:
+            # what the conditioner reads per image: the label, or (text) the label and attribute bins measured on
+            # the image, with the bins' edges fitted on the training split
+            train = self.conditioner.conditions_for(*self.images.train_dataset.tensors, fit=True)  # (N,) or (N, 1+A)
+            val = self.conditioner.conditions_for(*val_images.tensors)
+            self.train_dataset = LatentDataset(self.train_dataset.tensors[0], train)
+            self.val_dataset = LatentDataset(self.val_dataset.tensors[0], val)
         latents = self.train_dataset.tensors[0]
         log.info(
             "Encoded %d training and %d validation images into latents of shape %s in %.1fs (latent std %.3f after "

@@ -58,6 +58,8 @@ def guided_prediction(
     cond_context: Tensor,
     uncond_context: Tensor,
     guidance_scale: float,
+    cond_mask: Tensor | None = None,
+    uncond_mask: Tensor | None = None,
 ) -> Tensor:
     """Classifier-free guided denoiser output from ONE batched forward pass.
 
@@ -77,6 +79,9 @@ def guided_prediction(
             conditional, ``s = 0`` unconditional, ``s > 1`` extrapolates
             (same as diffusers' ``guidance_scale``). Already validated by the caller
             (:func:`validate_guidance_scale`).
+        cond_mask, uncond_mask: ``(B, L)`` bool key-padding masks (False = padding; a ``(1, L)``
+            null mask is broadcast), or ``None`` for all-real tokens. When either is given the
+            denoiser is called with the stacked mask as a fourth argument.
 
     Returns:
         ``(B, C, H, W)`` guided prediction.
@@ -98,5 +103,12 @@ def guided_prediction(
     x_in = torch.cat([x_t, x_t])  # (2B, C, H, W)
     t_in = torch.cat([t, t])  # (2B,)
     context_in = torch.cat([cond_context, uncond_context])  # (2B, L, D)
-    pred_cond, pred_uncond = denoiser(x_in, t_in, context_in).chunk(2)  # 2 x (B, C, H, W)
+    if cond_mask is None and uncond_mask is None:
+        prediction = denoiser(x_in, t_in, context_in)  # (2B, C, H, W)
+    else:
+        all_real = torch.ones(cond_context.shape[:2], dtype=torch.bool, device=cond_context.device)  # (B, L)
+        cond_mask = all_real if cond_mask is None else cond_mask
+        uncond_mask = all_real if uncond_mask is None else uncond_mask.expand(batch, -1)  # (1, L) -> (B, L)
+        prediction = denoiser(x_in, t_in, context_in, torch.cat([cond_mask, uncond_mask]))  # (2B, C, H, W)
+    pred_cond, pred_uncond = prediction.chunk(2)  # 2 x (B, C, H, W)
     return pred_uncond + guidance_scale * (pred_cond - pred_uncond)  # (B, C, H, W)

@@ -156,6 +156,8 @@ class DiffusionSampler:
         generator: torch.Generator | None = None,
         progress: bool = False,
         return_trajectory_at: Iterable[int] | None = None,
+        cond_mask: Tensor | None = None,
+        uncond_mask: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, dict[int, Tensor]]:
         """Draw samples by running the reverse process from pure noise.
 
@@ -176,6 +178,10 @@ class DiffusionSampler:
                 (for a denoising-trajectory strip). Each is snapped to the nearest
                 timestep on the inference grid; the returned dict is keyed by those grid
                 timesteps in sampling order (descending).
+            cond_mask, uncond_mask: ``(B, L)`` / ``(1, L)`` bool key-padding masks of the contexts
+                (False = padding), for conditioners whose token sequences vary in length (text
+                prompts); ``None`` means every token is real. With a mask the denoiser is called as
+                ``denoiser(x_t, t, context, context_mask)``.
 
         Returns:
             The final ``x0`` ``(B, C, H, W)`` in float32, or ``(x0, {t: x0_hat_t})`` if
@@ -205,8 +211,10 @@ class DiffusionSampler:
             t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)  # (B,)
             if guided and self.guides_at(t):
                 model_output = guided_prediction(
-                    denoiser, x, t_batch, cond_context, uncond_context, self.guidance_scale
+                    denoiser, x, t_batch, cond_context, uncond_context, self.guidance_scale, cond_mask, uncond_mask
                 )  # (B, C, H, W)
+            elif cond_mask is not None:
+                model_output = denoiser(x, t_batch, cond_context, cond_mask)  # (B, C, H, W)
             else:
                 model_output = denoiser(x, t_batch, cond_context)  # (B, C, H, W)
             out = solver.step(model_output, t, x, generator=generator)

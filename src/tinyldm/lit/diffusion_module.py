@@ -136,8 +136,8 @@ class LatentDiffusionModule(L.LightningModule):
         timesteps = torch.randint(0, T, (batch,), generator=generator, device=gen_device).to(device)  # (B,)
         noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(device)  # (B, C, h, w)
         noisy = self.noise_schedule.add_noise(latents, noise, timesteps)  # (B, C, h, w)
-        context = denoiser.context(labels, batch, drop_labels=drop_labels, generator=generator)  # (B, K, D)
-        prediction = denoiser(noisy, timesteps, context)
+        context, mask = denoiser.context(labels, batch, drop_labels=drop_labels, generator=generator)  # (B, K, D)
+        prediction = denoiser(noisy, timesteps, context, mask)
         target = self.noise_schedule.training_target(latents, noise, timesteps)  # (B, C, h, w)
         gamma = self.hparams.get("min_snr_gamma")
         if not (weighted and gamma):
@@ -226,13 +226,15 @@ class LatentDiffusionModule(L.LightningModule):
     @torch.no_grad()
     def sample(
         self,
-        labels: torch.Tensor | None,
+        labels: torch.Tensor | Sequence[str] | None,
         num_samples: int | None = None,
         generator: torch.Generator | None = None,
         sampler: DiffusionSampler | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """Images (B, 1, H, W) in [-1, 1] for ``labels`` (B,), from the EMA weights and ``sampler`` (default: ours).
+
+        A text model also takes ``B`` prompts as ``labels`` (a label alone is asked as its class name).
 
         Unconditional models take ``labels=None`` and ``num_samples``; the sampler then ignores its guidance scale.
         Another guidance scale is another sampler: ``sampler=module.sampler.with_guidance(scale)``.
@@ -248,16 +250,16 @@ class LatentDiffusionModule(L.LightningModule):
         denoiser = self.ema.module.eval()
         if labels is None:
             if self.is_conditional:
-                raise ValueError("this model is class-conditional: pass labels")
+                raise ValueError("this model is conditional: pass labels (or prompts, for a text model)")
             if not num_samples or num_samples < 1:
                 raise ValueError(f"num_samples={num_samples} must be >= 1 for an unconditional model")
             batch = num_samples
         else:
-            labels = labels.to(self.device)
-            batch = labels.shape[0]
-        cond = denoiser.context(labels, batch, drop_labels=False)  # (B, K, D)
+            labels = labels.to(self.device) if isinstance(labels, torch.Tensor) else list(labels)
+            batch = len(labels)
+        cond, cond_mask = denoiser.context(labels, batch, drop_labels=False)  # (B, K, D), (B, K) or None
         # None tells the sampler the model is unconditional: it samples with ``cond`` alone, whatever its scale
-        uncond = denoiser.unconditional_context(batch) if self.is_conditional else None  # (B, K, D)
+        uncond, uncond_mask = denoiser.unconditional_context(batch) if self.is_conditional else (None, None)
         latents = sampler.sample(
             denoiser,
             self.noise_schedule,
@@ -266,6 +268,8 @@ class LatentDiffusionModule(L.LightningModule):
             uncond,
             generator=generator,
             progress=progress,
+            cond_mask=cond_mask,
+            uncond_mask=uncond_mask,
         )  # (B, C, h, w)
         return self.decode_latents(latents)
 
@@ -279,8 +283,9 @@ class LatentDiffusionModule(L.LightningModule):
         denoiser = self.ema.module.eval()
         labels = torch.arange(max(self.num_classes, 1), device=self.device)
         batch = labels.shape[0]
-        cond = denoiser.context(labels if self.is_conditional else None, batch, drop_labels=False)  # (B, K, D)
-        uncond = denoiser.unconditional_context(batch) if self.is_conditional else None  # None: no guidance
+        cond, cond_mask = denoiser.context(labels if self.is_conditional else None, batch, drop_labels=False)
+        # None: no guidance
+        uncond, uncond_mask = denoiser.unconditional_context(batch) if self.is_conditional else (None, None)
         final, trajectory = self.sampler.sample(
             denoiser,
             self.noise_schedule,
@@ -289,6 +294,8 @@ class LatentDiffusionModule(L.LightningModule):
             uncond,
             generator=generator,
             return_trajectory_at=timesteps,
+            cond_mask=cond_mask,
+            uncond_mask=uncond_mask,
         )
         columns = [self.decode_latents(trajectory[t]) for t in sorted(trajectory, reverse=True)]
         columns.append(self.decode_latents(final))

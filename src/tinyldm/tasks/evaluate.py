@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.config_checks import check_evaluate_config
 from tinyldm.evaluation.metrics import validate_samples
 from tinyldm.evaluation.score import format_table, prefixed, score
+from tinyldm.evaluation.text import format_text_table, text_metrics
 from tinyldm.pipeline import LatentDiffusionPipeline, resolve_device
 from tinyldm.samples_file import read_samples
 from tinyldm.utils.distributed import is_global_zero
@@ -74,6 +75,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         autoencoder=autoencoder,
     )
     print(format_table(result, f"evaluation of {cfg.samples or cfg.ckpt} on {cfg.dataset.name}"))
+    if cfg.ckpt:
+        pipeline = LatentDiffusionPipeline.from_checkpoint(cfg.ckpt, resolve_device(cfg.device))
+        if pipeline.takes_prompts:
+            text = text_metrics(pipeline, datamodule, cfg, cfg.evaluation, build(cfg.sampler))
+            print(format_text_table(text))
+            result.update(text)
     metrics = {
         **prefixed(result),
         "samples": cfg.samples,

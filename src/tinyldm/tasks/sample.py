@@ -17,7 +17,7 @@ from tinyldm.config_checks import check_sample_config
 from tinyldm.diffusion import DiffusionSampler
 from tinyldm.pipeline import LatentDiffusionPipeline, resolve_device
 from tinyldm.samples_file import check_output_path, write_samples
-from tinyldm.utils.images import grid_uint8
+from tinyldm.utils.images import captioned_grid, grid_uint8
 from tinyldm.utils.instantiate import build
 
 log = logging.getLogger(__name__)
@@ -27,23 +27,55 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_sample_config(cfg)
     out, grid_path = check_output_path(cfg.out, bool(cfg.overwrite))
     sampler: DiffusionSampler = build(cfg.sampler)
+    asked = read_prompts(cfg.get("prompt"), cfg.get("prompts"))
     pipeline = LatentDiffusionPipeline.from_checkpoint(cfg.ckpt, resolve_device(cfg.device))
-    labels = pipeline.labels(int(cfg.n_per_class), cfg.classes, cfg.n)
+    per_row = int(cfg.grid_per_class)
+    pad = pipeline.model.hparams.image_pad
+    if asked:
+        per_prompt = int(cfg.n) if cfg.n is not None else int(cfg.n_per_class)
+        prompts = [prompt for prompt in asked for _ in range(per_prompt)]
+        labels = pipeline.prompt_labels(prompts)  # (N,) the class each prompt names, -1 if none; refuses bad prompts
+        requests: torch.Tensor | list[str] = prompts
+    else:
+        labels = pipeline.labels(int(cfg.n_per_class), cfg.classes, cfg.n)
+        requests = labels
     log.info("Sampling %d images with %r from %s", len(labels), sampler, cfg.ckpt)
-    images = pipeline.generate(labels, sampler, int(cfg.seed), int(cfg.batch_size), bool(cfg.progress))  # (N, 1, H, W)
+    images = pipeline.generate(requests, sampler, int(cfg.seed), int(cfg.batch_size), bool(cfg.progress))  # (N,1,H,W)
     metadata = {
         "ckpt": str(Path(cfg.ckpt).resolve()),
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
         "seed": int(cfg.seed),
         "n_per_class": int(cfg.n_per_class),
-        "classes": sorted({int(c) for c in labels.tolist()}),
+        "classes": sorted({int(c) for c in labels.tolist() if c >= 0}),
     }
-    per_row = int(cfg.grid_per_class)
-    grid = grid_uint8(_grid_selection(images, labels, per_row), nrow=per_row, pad=pipeline.model.hparams.image_pad)
+    if asked:
+        metadata["prompts_asked"] = asked
+        rows = [images[i * per_prompt : i * per_prompt + per_row] for i in range(len(asked))]
+        grid = captioned_grid(grid_uint8(torch.cat(rows), nrow=min(per_row, per_prompt), pad=pad), asked)
+    else:
+        grid = grid_uint8(_grid_selection(images, labels, per_row), nrow=per_row, pad=pad)
     pixels = pipeline.to_uint8(images)  # (N, 28, 28) uint8
-    write_samples(out, grid_path, pixels, labels.numpy(), metadata, grid, bool(cfg.overwrite))
+    write_samples(
+        out, grid_path, pixels, labels.numpy(), metadata, grid, bool(cfg.overwrite), prompts=prompts if asked else None
+    )
     log.info("Wrote %s (%d images) and %s", out, len(pixels), grid_path)
     return {"out": str(out), "grid": str(grid_path), "num_images": len(pixels), **metadata}
+
+
+def read_prompts(prompt: str | None, path: str | None) -> list[str]:
+    """The prompts asked for: ``prompt=`` alone, or the non-blank lines of the UTF-8 file ``prompts=``."""
+    if prompt is not None:
+        return [str(prompt)]
+    if path is None:
+        return []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"prompts={path!r} is not UTF-8 text ({error})") from error
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise ValueError(f"prompts={path!r} holds no prompt (one per line; blank lines are skipped)")
+    return prompts
 
 
 def _grid_selection(images: torch.Tensor, labels: torch.Tensor, per_row: int) -> torch.Tensor:

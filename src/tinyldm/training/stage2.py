@@ -15,6 +15,7 @@ from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.config_checks import unet_config_for
 from tinyldm.data.latents import LatentDataModule
 from tinyldm.evaluation.score import format_table, prefixed, score
+from tinyldm.evaluation.text import text_metrics
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import STAGE, LatentDiffusionModule
 from tinyldm.pipeline import LatentDiffusionPipeline
@@ -97,7 +98,11 @@ def train_diffusion(
         autoencoder_ckpt,
     )
     latents = LatentDataModule(
-        datamodule, module.autoencoder, batch_size=int(cfg.diffusion.batch_size), seed=int(cfg.seed)
+        datamodule,
+        module.autoencoder,
+        batch_size=int(cfg.diffusion.batch_size),
+        seed=int(cfg.seed),
+        conditioner=module.denoiser.conditioner,
     )
     trainer = build_trainer(cfg, STAGE, run_dir, loggers, **stage_length(cfg.diffusion))
     log_batch_sizes(trainer, "ldm", int(cfg.diffusion.batch_size), sum(p.numel() for p in module.denoiser.parameters()))
@@ -163,6 +168,8 @@ def evaluate_model(module: LatentDiffusionModule, datamodule: L.LightningDataMod
         autoencoder=module.autoencoder,
     )
     log.info("\n%s", format_table(result, f"evaluation of the final EMA model ({module.sampler})"))
+    if pipeline.takes_prompts:
+        result.update(text_metrics(pipeline, datamodule, cfg, evaluation))
     result.update(
         {
             "sample_images_per_second": len(labels) / sample_seconds,

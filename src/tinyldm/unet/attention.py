@@ -55,13 +55,17 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim, inner_dim, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner_dim, query_dim), nn.Dropout(dropout))
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """``x``: ``(B, N, query_dim)``; ``context``: ``(B, L, context_dim)`` or ``None``."""
+    def forward(self, x: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+        """``x``: ``(B, N, query_dim)``; ``context``: ``(B, L, context_dim)`` or ``None``.
+
+        ``context_mask``: ``(B, L)`` bool, False at padding keys, which then get no attention weight.
+        """
         context = x if context is None else context
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.num_heads)  # (B, heads, N, head_dim)
         k = rearrange(self.to_k(context), "b l (h d) -> b h l d", h=self.num_heads)  # (B, heads, L, head_dim)
         v = rearrange(self.to_v(context), "b l (h d) -> b h l d", h=self.num_heads)  # (B, heads, L, head_dim)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, head_dim)
+        attn_mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, L), broadcast
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, heads, N, head_dim)
         out = rearrange(out, "b h n d -> b n (h d)")  # (B, N, inner_dim)
         return self.to_out(out)  # (B, N, query_dim)
 
@@ -112,10 +116,13 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, dropout=dropout)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        """``x``: ``(B, N, dim)``; ``context``: ``(B, L, context_dim)``; returns ``(B, N, dim)``."""
+    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
+        """``x``: ``(B, N, dim)``; ``context``: ``(B, L, context_dim)``; returns ``(B, N, dim)``.
+
+        ``context_mask`` ``(B, L)`` (False = padding) applies to the cross-attention only.
+        """
         x = x + self.self_attn(self.norm1(x))
-        x = x + self.cross_attn(self.norm2(x), context)
+        x = x + self.cross_attn(self.norm2(x), context, context_mask)
         x = x + self.ff(self.norm3(x))
         return x
 
@@ -165,13 +172,13 @@ class SpatialTransformer(nn.Module):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
         """``x``: ``(B, C, H, W)``; ``context``: ``(B, L, context_dim)``; returns ``(B, C, H, W)``."""
         height, width = x.shape[-2:]
         h = rearrange(self.norm(x), "b c h w -> b (h w) c")  # (B, C, H, W) -> (B, H*W, C)
         h = self.proj_in(h)  # (B, H*W, C) -> (B, H*W, inner)
         for block in self.blocks:
-            h = block(h, context)  # (B, H*W, inner)
+            h = block(h, context, context_mask)  # (B, H*W, inner)
         h = self.proj_out(h)  # (B, H*W, inner) -> (B, H*W, C)
         h = rearrange(h, "b (h w) c -> b c h w", h=height, w=width)  # (B, H*W, C) -> (B, C, H, W)
         return x + h

@@ -42,10 +42,10 @@ class ResnetTransformerBlock(nn.Module):
             else None
         )
 
-    def forward(self, x: Tensor, temb: Tensor, context: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, temb: Tensor, context: Tensor | None, context_mask: Tensor | None = None) -> Tensor:
         x = self.resnet(x, temb)  # (B, in_ch, H, W) -> (B, out_ch, H, W)
         if self.transformer is not None:
-            x = self.transformer(x, context)  # (B, out_ch, H, W)
+            x = self.transformer(x, context, context_mask)  # (B, out_ch, H, W)
         return x
 
 
@@ -63,9 +63,11 @@ class DownStage(nn.Module):
         )
         self.downsample = Downsample(out_ch) if downsample else None
 
-    def forward(self, x: Tensor, temb: Tensor, context: Tensor | None, skips: list[Tensor]) -> Tensor:
+    def forward(
+        self, x: Tensor, temb: Tensor, context: Tensor | None, skips: list[Tensor], context_mask: Tensor | None = None
+    ) -> Tensor:
         for block in self.blocks:
-            x = block(x, temb, context)  # (B, C_in, H, W) -> (B, out_ch, H, W)
+            x = block(x, temb, context, context_mask)  # (B, C_in, H, W) -> (B, out_ch, H, W)
             skips.append(x)
         if self.downsample is not None:
             x = self.downsample(x)  # (B, out_ch, H, W) -> (B, out_ch, H/2, W/2)
@@ -83,8 +85,8 @@ class MiddleStage(nn.Module):
             channels, channels, block_kwargs["time_emb_dim"], block_kwargs["dropout"], block_kwargs["groups"]
         )
 
-    def forward(self, x: Tensor, temb: Tensor, context: Tensor | None) -> Tensor:
-        x = self.first(x, temb, context)  # (B, C, h, w)
+    def forward(self, x: Tensor, temb: Tensor, context: Tensor | None, context_mask: Tensor | None = None) -> Tensor:
+        x = self.first(x, temb, context, context_mask)  # (B, C, h, w)
         return self.second(x, temb)  # (B, C, h, w)
 
 
@@ -102,10 +104,12 @@ class UpStage(nn.Module):
             in_ch = out_ch
         self.upsample = Upsample(out_ch) if upsample else None
 
-    def forward(self, x: Tensor, temb: Tensor, context: Tensor | None, skips: list[Tensor]) -> Tensor:
+    def forward(
+        self, x: Tensor, temb: Tensor, context: Tensor | None, skips: list[Tensor], context_mask: Tensor | None = None
+    ) -> Tensor:
         for block in self.blocks:
             x = torch.cat([x, skips.pop()], dim=1)  # (B, C, H, W) + (B, C_skip, H, W) -> (B, C + C_skip, H, W)
-            x = block(x, temb, context)  # (B, C + C_skip, H, W) -> (B, out_ch, H, W)
+            x = block(x, temb, context, context_mask)  # (B, C + C_skip, H, W) -> (B, out_ch, H, W)
         if self.upsample is not None:
             x = self.upsample(x)  # (B, out_ch, H, W) -> (B, out_ch, 2H, 2W)
         return x

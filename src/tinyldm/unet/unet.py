@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -129,7 +130,9 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(norm_groups, ch)
         self.conv_out = nn.Conv2d(ch, out_channels, kernel_size=3, padding=1)
 
-    def forward(self, x: Tensor, timesteps: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, timesteps: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None
+    ) -> Tensor:
         """Denoise one step.
 
         Args:
@@ -137,23 +140,28 @@ class UNet(nn.Module):
             timesteps: ``(B,)`` (or a scalar, broadcast to the batch) long or float timesteps.
             context: ``(B, L, context_dim)`` conditioning tokens; may be ``None``
                 only when ``transformer_depth == 0``.
+            context_mask: ``(B, L)`` bool, True where a context token is real and False where it is
+                padding (a text prompt shorter than the sequence); cross-attention never attends to
+                padding, so extra padding leaves the output unchanged. ``None``: every token is real.
 
         Returns:
             ``(B, out_channels, sample_size, sample_size)``.
         """
-        timesteps = self._check_inputs(x, timesteps, context)
+        timesteps = self._check_inputs(x, timesteps, context, context_mask)
         temb = self.time_embedding(timesteps)  # (B,) -> (B, 4 * base)
         h = self.conv_in(x)  # (B, C_in, H, W) -> (B, base, H, W)
         skips = [h]
         for stage in self.down:
-            h = stage(h, temb, context, skips)  # (B, c, h, w) -> (B, c', h/2, w/2) except at the last level
-        h = self.middle(h, temb, context)  # (B, c_last, h_min, w_min)
+            h = stage(h, temb, context, skips, context_mask)  # (B, c, h, w) -> (B, c', h/2, w/2), not at the last level
+        h = self.middle(h, temb, context, context_mask)  # (B, c_last, h_min, w_min)
         for stage in self.up:
-            h = stage(h, temb, context, skips)  # (B, c, h, w) -> (B, c', 2h, 2w) except at level 0
+            h = stage(h, temb, context, skips, context_mask)  # (B, c, h, w) -> (B, c', 2h, 2w) except at level 0
         h = F.silu(self.norm_out(h))  # (B, c_0, H, W) with c_0 = base_channels * channel_mult[0]
         return self.conv_out(h)  # (B, c_0, H, W) -> (B, C_out, H, W)
 
-    def _check_inputs(self, x: Tensor, timesteps: Tensor, context: Tensor | None) -> Tensor:
+    def _check_inputs(
+        self, x: Tensor, timesteps: Tensor, context: Tensor | None, context_mask: Tensor | None = None
+    ) -> Tensor:
         """Cheap shape checks with readable errors; returns timesteps as a ``(B,)`` tensor."""
         expected = (self.in_channels, self.sample_size, self.sample_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
@@ -173,6 +181,14 @@ class UNet(nn.Module):
             )
         if context.shape[0] != batch:
             raise ValueError(f"context batch size {context.shape[0]} does not match input batch size {batch}")
+        if context_mask is not None:
+            if context_mask.dtype != torch.bool or tuple(context_mask.shape) != tuple(context.shape[:2]):
+                raise ValueError(
+                    f"context_mask has shape {tuple(context_mask.shape)} and dtype {context_mask.dtype}, expected "
+                    f"a bool tensor of shape (B, L)={tuple(context.shape[:2])}"
+                )
+            if not bool(context_mask.any(dim=1).all()):
+                raise ValueError("context_mask hides every token of a sample: each needs at least one (e.g. <bos>)")
         return timesteps
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
 from tinyldm.utils.files import atomic_write
@@ -39,6 +39,25 @@ def grid_uint8(images: torch.Tensor, nrow: int, pad: int = 0) -> np.ndarray:
     unit = to_unit(crop(images.detach().cpu(), pad))
     grid = make_grid(unit, nrow=nrow, padding=2, pad_value=1.0)  # (3, H', W')
     return (grid * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def captioned_grid(grid: np.ndarray, captions: list[str], scale: int = 2) -> np.ndarray:
+    """A :func:`grid_uint8` (H', W', 3) with one caption per row written to its left, enlarged ``scale`` times.
+
+    Text-conditioned samples mean little without the prompt that asked for them; PIL's built-in font
+    keeps this offline and dependency-free.
+    """
+    image = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    font = ImageFont.load_default(size=10 * scale)
+    draw = ImageDraw.Draw(image)
+    margin = 8 * scale + max((int(draw.textlength(c, font=font)) for c in captions), default=0)
+    out = Image.new("RGB", (image.width + margin, image.height), "white")
+    out.paste(image, (margin, 0))
+    draw = ImageDraw.Draw(out)
+    row_height = image.height / max(len(captions), 1)
+    for row, caption in enumerate(captions):
+        draw.text((4 * scale, (row + 0.5) * row_height), caption, fill="black", font=font, anchor="lm")
+    return np.asarray(out)
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
