@@ -1,6 +1,7 @@
 """Where one stage-2 training step spends its time: a torch.profiler table (README: throughput).
 
     python scripts/profile_stage2.py [--batch 128] [--steps 5] [--channels-last] [--fused] [--compile] [--rows 12]
+    python scripts/profile_stage2.py --experiment mnist_text ...   # the text conditioner's step (prompts per step)
 
 Profiles the real ``LatentDiffusionModule`` of the main job (``model=vqvae +experiment=mnist_cond``):
 the loss (noise, UNet forward, min-SNR weighting), backward, the AdamW step and the EMA update, on
@@ -18,6 +19,7 @@ import torch
 from benchmark import compose_train  # scripts/benchmark.py
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from tinyldm.conditioners import TextConditioner
 from tinyldm.training.stage2 import module_from_config
 
 
@@ -29,15 +31,20 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--fused", action="store_true", help="fused AdamW")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (diffusion.compile_unet)")
+    parser.add_argument("--experiment", default="mnist_cond", help="mnist_text: the text conditioner's training step")
     args = parser.parse_args()
 
-    cfg = compose_train(["model=vqvae", "+experiment=mnist_cond", f"diffusion.channels_last={args.channels_last}"])
+    experiment = f"+experiment={args.experiment}"
+    cfg = compose_train(["model=vqvae", experiment, f"diffusion.channels_last={args.channels_last}"])
     module = module_from_config(cfg, (4, 8, 8))
     module.denoiser.train()
     if args.compile:
         module.denoiser.unet.compile()
     optimizer = torch.optim.AdamW(module.denoiser.parameters(), lr=1e-3, fused=args.fused or None)
     latents, labels = torch.randn(args.batch, 4, 8, 8), torch.randint(0, 10, (args.batch,))
+    if isinstance(module.denoiser.conditioner, TextConditioner):  # label + a bin per attribute, as the data hand it
+        bins = torch.randint(0, 3, (args.batch, len(module.denoiser.conditioner.bank.attributes)))
+        labels = torch.cat([labels[:, None], bins], dim=1)  # (B, 1 + A)
 
     def step(seed: int) -> None:
         generator = torch.Generator().manual_seed(seed)
@@ -63,8 +70,8 @@ def main() -> None:
     seconds = (time.perf_counter() - start) / args.steps
     averages = prof.key_averages()
     print(
-        f"batch {args.batch}, {torch.get_num_threads()} threads, channels_last={args.channels_last}, "
-        f"fused={args.fused}, "
+        f"{args.experiment}: batch {args.batch}, {torch.get_num_threads()} threads, "
+        f"channels_last={args.channels_last}, fused={args.fused}, "
         f"compile={args.compile}: first step {first:.1f} s; {seconds * 1000:.0f} ms per step under the profiler "
         f"({args.batch / seconds:.0f} img/s)\n"
     )

@@ -20,7 +20,7 @@ CTX = 16
 
 
 def text_conditioner(**overrides) -> TextConditioner:
-    config = dict(context_dim=CTX, depth=1, num_heads=2, held_out=["7:thick", "3:slanted right"])
+    config = dict(context_dim=CTX, num_heads=2, held_out=["7:thick", "3:slanted right"])
     config.update(overrides)
     return TextConditioner(**config)
 
@@ -76,12 +76,12 @@ def test_unet_refuses_masks_of_the_wrong_shape_or_hiding_every_token():
 def test_a_prompt_gives_the_same_tokens_whatever_the_padding():
     conditioner = text_conditioner().eval()
     prompts = ["a thick 7", "digit 3 that is thin and upright and small", ""]
-    ids, mask = conditioner.tokenizer.encode(prompts)  # (3, 16)
+    ids, mask = conditioner.tokenizer.encode(prompts)  # (3, 12)
     long_ids, long_mask = conditioner.tokenizer.encode(prompts, length=24)  # (3, 24)
     with torch.no_grad():
         short = conditioner.encoder(ids, mask)
         long = conditioner.encoder(long_ids, long_mask)
-    torch.testing.assert_close(long[:, :16][mask], short[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(long[:, :12][mask], short[mask], atol=1e-5, rtol=1e-5)
     unet = tiny_unet()
     x, t = torch.randn(3, 4, 8, 8), torch.tensor([3, 300, 900])
     with torch.no_grad():
@@ -96,7 +96,7 @@ def test_the_empty_prompt_is_the_unconditional_input():
         dropped, dropped_mask = conditioner(torch.tensor([1, 7]), drop_labels=True)
     torch.testing.assert_close(null, empty)
     torch.testing.assert_close(dropped, empty)
-    assert null_mask.tolist() == empty_mask.tolist() == [[True] + [False] * 15] * 2
+    assert null_mask.tolist() == empty_mask.tolist() == [[True] + [False] * 11] * 2
 
     # training: the rows dropped with p_uncond are exactly the empty prompt
     conditioner.train()
@@ -210,3 +210,37 @@ def test_tokenizer_and_attribute_bins_travel_in_the_checkpoint_as_plain_data():
     torch.testing.assert_close(restored.attribute_thresholds(), conditioner.attribute_thresholds())
     assert restored.tokenizer.to_json() == conditioner.tokenizer.to_json()
     torch.testing.assert_close(restored.conditions_for(images, torch.arange(60) % 10), conditions)
+
+
+def test_evaluation_prompts_ask_what_each_family_promises():
+    from tinyldm.evaluation.text import grid_prompts, paired_requests, requests
+
+    bank = PromptBank("digits", ["thickness", "slant", "size"], ["7:thick", "3:slanted right"])
+    families = requests(bank, n_per_class=6, seed=0)
+    words = {word for words in bank.words for word in words}
+    training = set(
+        bank.training_prompts(
+            torch.tensor([[c, b, s, z] for c in range(10) for b in range(3) for s in range(3) for z in range(3)] * 20),
+            torch.Generator().manual_seed(0),
+        )
+    )
+    assert len(families["held_out_phrasings"]) == 60 and not training & {
+        r.prompt for r in families["held_out_phrasings"]
+    }
+    # held-out pairs: exactly the pair, in training templates, and never a held-out pair among the others
+    assert [(r.label, r.bins) for r in families["held_out_combinations"]] == [(3, (-1, 2, -1))] * 6 + [
+        (7, (2, -1, -1))
+    ] * 6
+    assert all(("thick" if r.label == 7 else "slanted right") in r.prompt for r in families["held_out_combinations"])
+    asked = families["held_out_combinations"] + families["seen"] + families["held_out_phrasings"]
+    assert text_conditioner().label_of([r.prompt for r in asked]) == [r.label for r in asked]  # each names its class
+    for request in families["seen"] + families["held_out_phrasings"]:
+        assert all((request.label, a, b) not in bank.held_out for a, b in enumerate(request.bins) if b >= 0)
+        assert any(w in request.prompt for w in words)
+    pairs = paired_requests(bank, pairs_per_class=2)
+    low, high = pairs["thickness"]
+    assert [r.prompt.replace("thin", "thick") for r in low] == [r.prompt for r in high] and len(low) == 20
+    columns, prompts = grid_prompts(bank, ["slant"])
+    assert (
+        columns == ["class only", "slanted left", "upright", "slanted right"] and prompts[3][7] == "a slanted right 7"
+    )

@@ -52,9 +52,9 @@ class TextConditioner(nn.Module):
         attributes: Sequence[str] = ("thickness", "slant", "size"),
         held_out: Sequence[str] = (),
         context_dim: int = 64,
-        depth: int = 2,
+        depth: int = 1,
         num_heads: int = 4,
-        max_length: int = 16,
+        max_length: int = 12,
         p_uncond: float = 0.1,
         dropout: float = 0.0,
     ) -> None:

@@ -16,15 +16,17 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from tinyldm.evaluation.classifier import DigitClassifier, load_or_train_classifier, predict
-from tinyldm.pipeline import LatentDiffusionPipeline
 from tinyldm.text.attributes import ATTRIBUTES, measure, to_bins
 from tinyldm.text.prompts import CLASS_ONLY_TEMPLATES, HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, PromptBank, Request
+
+if TYPE_CHECKING:  # the pipeline is handed in; evaluation never builds one (code map: it sits above pipeline.py)
+    from tinyldm.pipeline import LatentDiffusionPipeline
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +160,16 @@ def format_text_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def grid_requests(bank: PromptBank, attribute: str) -> tuple[list[str], list[str]]:
-    """Prompts for a README-style grid: rows = classes, columns = the attribute's words (and none)."""
-    a = bank.attribute_index(attribute)
-    words = list(ATTRIBUTES[attribute].words)
-    prompts = []
-    for label in range(bank.num_classes):
-        prompts.append(bank.request(CLASS_ONLY_TEMPLATES[1], label, {}).prompt)
-        prompts += [bank.request(TRAIN_TEMPLATES[0], label, {a: b}).prompt for b in range(3)]
-    return prompts, ["(class only)", *words]
+def grid_prompts(bank: PromptBank, attributes: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Prompts for a class x word grid: column words ("class only", then each attribute's three words)
+    and, per column, one prompt per class ("a 7", "a thick 7", ...)."""
+    columns, prompts = (
+        ["class only"],
+        [[bank.request(CLASS_ONLY_TEMPLATES[1], c, {}).prompt for c in range(bank.num_classes)]],
+    )
+    for name in attributes:
+        a = bank.attribute_index(name)
+        for b, word in enumerate(ATTRIBUTES[name].words):
+            columns.append(word)
+            prompts.append([bank.request(TRAIN_TEMPLATES[0], c, {a: b}).prompt for c in range(bank.num_classes)])
+    return columns, prompts

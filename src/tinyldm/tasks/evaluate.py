@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.config_checks import check_evaluate_config
 from tinyldm.evaluation.metrics import validate_samples
 from tinyldm.evaluation.score import format_table, prefixed, score
-from tinyldm.evaluation.text import format_text_table, text_metrics
+from tinyldm.evaluation.text import text_metrics
 from tinyldm.pipeline import LatentDiffusionPipeline, resolve_device
 from tinyldm.samples_file import read_samples
 from tinyldm.utils.distributed import is_global_zero
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any], Any]:
-    """The images and labels to score, their settings and the run's stage-1 autoencoder (None if unknown).
+    """The images and labels to score, their settings and the model's pipeline (None if unknown).
 
     A samples file is checked here, before the classifier trains; its autoencoder comes from the
     checkpoint its metadata names, when that file is still there.
@@ -43,7 +43,7 @@ def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarra
                 images,
                 labels,
                 metadata,
-                LatentDiffusionPipeline.from_checkpoint(ckpt, resolve_device(cfg.device)).autoencoder,
+                LatentDiffusionPipeline.from_checkpoint(ckpt, resolve_device(cfg.device)),
             )
         log.info("No reconstruction ceiling: the samples file names no readable checkpoint (metadata ckpt=%r)", ckpt)
         return images, labels, metadata, None
@@ -52,7 +52,7 @@ def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarra
     labels = pipeline.labels(int(cfg.evaluation.n_per_class))
     images = pipeline.generate(labels, sampler, int(cfg.seed), int(cfg.evaluation.batch_size))
     settings = {"ckpt": str(cfg.ckpt), "sampler": OmegaConf.to_container(cfg.sampler, resolve=True)}
-    return pipeline.to_uint8(images), labels.numpy(), settings, pipeline.autoencoder
+    return pipeline.to_uint8(images), labels.numpy(), settings, pipeline
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "(leave hydra.run.dir unset) so no earlier result is replaced"
         )
     datamodule = build(cfg.dataset)
-    images, labels, settings, autoencoder = samples_for(cfg, datamodule)
+    images, labels, settings, pipeline = samples_for(cfg, datamodule)
     result = score(
         images,
         labels,
@@ -72,15 +72,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.paths.cache_dir,
         cfg.evaluation.classifier_epochs,
         int(cfg.seed),
-        autoencoder=autoencoder,
+        autoencoder=pipeline.autoencoder if pipeline is not None else None,
     )
     print(format_table(result, f"evaluation of {cfg.samples or cfg.ckpt} on {cfg.dataset.name}"))
-    if cfg.ckpt:
-        pipeline = LatentDiffusionPipeline.from_checkpoint(cfg.ckpt, resolve_device(cfg.device))
-        if pipeline.takes_prompts:
-            text = text_metrics(pipeline, datamodule, cfg, cfg.evaluation, build(cfg.sampler))
-            print(format_text_table(text))
-            result.update(text)
+    if cfg.ckpt and pipeline.takes_prompts:
+        result.update(text_metrics(pipeline, datamodule, cfg, cfg.evaluation, build(cfg.sampler)))  # logs its table
     metrics = {
         **prefixed(result),
         "samples": cfg.samples,

@@ -31,7 +31,7 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(
-        self, vocab_size: int, width: int = 64, depth: int = 2, num_heads: int = 4, max_length: int = 16, dropout=0.0
+        self, vocab_size: int, width: int = 64, depth: int = 1, num_heads: int = 4, max_length: int = 12, dropout=0.0
     ) -> None:
         super().__init__()
         for name, value, low in (("vocab_size", vocab_size, 3), ("width", width, 1), ("depth", depth, 1)):

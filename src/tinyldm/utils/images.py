@@ -41,22 +41,28 @@ def grid_uint8(images: torch.Tensor, nrow: int, pad: int = 0) -> np.ndarray:
     return (grid * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def captioned_grid(grid: np.ndarray, captions: list[str], scale: int = 2) -> np.ndarray:
-    """A :func:`grid_uint8` (H', W', 3) with one caption per row written to its left, enlarged ``scale`` times.
+def captioned_grid(
+    grid: np.ndarray, captions: list[str], scale: int = 2, column_captions: list[str] | None = None
+) -> np.ndarray:
+    """A :func:`grid_uint8` (H', W', 3) with a caption left of each row (and above each column), enlarged.
 
     Text-conditioned samples mean little without the prompt that asked for them; PIL's built-in font
     keeps this offline and dependency-free.
     """
     image = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
     font = ImageFont.load_default(size=10 * scale)
-    draw = ImageDraw.Draw(image)
-    margin = 8 * scale + max((int(draw.textlength(c, font=font)) for c in captions), default=0)
-    out = Image.new("RGB", (image.width + margin, image.height), "white")
-    out.paste(image, (margin, 0))
+    measure = ImageDraw.Draw(image)
+    margin = 8 * scale + max((int(measure.textlength(c, font=font)) for c in captions), default=0)
+    header = 16 * scale if column_captions else 0
+    out = Image.new("RGB", (image.width + margin, image.height + header), "white")
+    out.paste(image, (margin, header))
     draw = ImageDraw.Draw(out)
     row_height = image.height / max(len(captions), 1)
     for row, caption in enumerate(captions):
-        draw.text((4 * scale, (row + 0.5) * row_height), caption, fill="black", font=font, anchor="lm")
+        draw.text((4 * scale, header + (row + 0.5) * row_height), caption, fill="black", font=font, anchor="lm")
+    for column, caption in enumerate(column_captions or []):
+        x = margin + (column + 0.5) * image.width / len(column_captions)
+        draw.text((x, header / 2), caption, fill="black", font=font, anchor="mm")
     return np.asarray(out)
 
 
