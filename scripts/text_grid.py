@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from tinyldm.evaluation.text import grid_prompts
+from tinyldm.evaluation.text import prompt_grid
 from tinyldm.pipeline import LatentDiffusionPipeline
-from tinyldm.utils.images import captioned_grid, grid_uint8, save_png
+from tinyldm.utils.images import save_png
 
 
 def main() -> None:
@@ -30,16 +28,7 @@ def main() -> None:
     pipeline = LatentDiffusionPipeline.from_checkpoint(args.ckpt)
     if not pipeline.takes_prompts:
         raise SystemExit(f"{args.ckpt} is not a text-conditioned checkpoint (conditioner=text)")
-    bank = pipeline.model.denoiser.conditioner.bank
-    columns, prompts = grid_prompts(bank, args.attributes)
-    cells = []
-    for column in prompts:  # same seed per column: slot (class, k) starts from the same noise in every column
-        asked = [prompt for prompt in column for _ in range(args.per_cell)]
-        cells.append(pipeline.generate(asked, seed=args.seed).unflatten(0, (len(column), args.per_cell)))
-    images = torch.stack(cells, dim=1).flatten(0, 2)  # (classes * columns * per_cell, 1, H, W), row = class
-    grid = grid_uint8(images, nrow=len(columns) * args.per_cell, pad=int(pipeline.model.hparams.image_pad))
-    rows = [column for column in prompts[0]]
-    figure = captioned_grid(grid, rows, column_captions=columns)
+    figure = prompt_grid(pipeline, args.attributes, args.per_cell, args.seed)
     print(save_png(figure, Path(args.out)))
 
 

@@ -24,6 +24,7 @@ import torch
 from tinyldm.evaluation.classifier import DigitClassifier, load_or_train_classifier, predict
 from tinyldm.text.attributes import ATTRIBUTES, measure, to_bins
 from tinyldm.text.prompts import CLASS_ONLY_TEMPLATES, HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, PromptBank, Request
+from tinyldm.utils.images import captioned_grid, grid_uint8
 
 if TYPE_CHECKING:  # the pipeline is handed in; evaluation never builds one (code map: it sits above pipeline.py)
     from tinyldm.pipeline import LatentDiffusionPipeline
@@ -158,6 +159,25 @@ def format_text_table(result: dict[str, Any]) -> str:
         value = result[key]
         lines.append(f"{key:<46}{value:.4f}" if isinstance(value, float) else f"{key:<46}{value}")
     return "\n".join(lines)
+
+
+def prompt_grid(
+    pipeline: LatentDiffusionPipeline, attributes: Sequence[str], per_cell: int = 1, seed: int = 0, sampler: Any = None
+) -> np.ndarray:
+    """(H', W', 3) uint8: rows = classes, columns = "class only" and each attribute's words, captioned.
+
+    Slot k of every cell starts from the same noise as slot k of the other cells in its row, so along a
+    row only the words change.
+    """
+    bank: PromptBank = pipeline.model.denoiser.conditioner.bank
+    columns, prompts = grid_prompts(bank, [name for name in attributes if name in bank.attributes])
+    cells = []
+    for column in prompts:  # the same seed per column: (class, k) starts from the same noise in every column
+        asked = [prompt for prompt in column for _ in range(per_cell)]
+        cells.append(pipeline.generate(asked, sampler, seed=seed).unflatten(0, (len(column), per_cell)))
+    images = torch.stack(cells, dim=1).flatten(0, 2)  # (classes * columns * per_cell, 1, H, W), row = class
+    grid = grid_uint8(images, nrow=len(columns) * per_cell, pad=int(pipeline.model.hparams.image_pad))
+    return captioned_grid(grid, list(prompts[0]), column_captions=columns)
 
 
 def grid_prompts(bank: PromptBank, attributes: Sequence[str]) -> tuple[list[str], list[list[str]]]:

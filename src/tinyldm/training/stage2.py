@@ -15,7 +15,7 @@ from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.config_checks import unet_config_for
 from tinyldm.data.latents import LatentDataModule
 from tinyldm.evaluation.score import format_table, prefixed, score
-from tinyldm.evaluation.text import text_metrics
+from tinyldm.evaluation.text import prompt_grid, text_metrics
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import STAGE, LatentDiffusionModule
 from tinyldm.pipeline import LatentDiffusionPipeline
@@ -140,6 +140,17 @@ def train_diffusion(
             "predicted x0 at t = 999, 750, 500, 250, 100, 0 and the final sample",
         )
         log.info("Denoising trajectory strip: %s", strip)
+        if LatentDiffusionPipeline(module).takes_prompts:
+            prompts = log_image_grid(
+                trainer,
+                "ldm/samples/prompts",
+                prompt_grid(
+                    LatentDiffusionPipeline(module), ("thickness", "slant", "size", "brightness"), seed=int(cfg.seed)
+                ),
+                run_dir / "images",
+                "rows: classes; columns: the prompt's attribute word (same noise along a row)",
+            )
+            log.info("Prompt grid (rows = classes, columns = attribute words): %s", prompts)
         if cfg.evaluation.enabled:
             metrics.update(evaluate_model(module, datamodule, cfg))
             for logger in trainer.loggers:
