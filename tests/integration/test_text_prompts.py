@@ -33,6 +33,7 @@ def test_mnist_text_trains_then_draws_and_scores_prompts(tmp_path, compose):
         assert 0.0 <= metrics[f"eval/text/{family}/attribute_acc"] <= 1.0
     assert metrics["eval/text/held_out_combinations/num_samples"] == 5 * 2  # 5 held-out pairs x 2
     assert 0.0 <= metrics["eval/text/paired/thickness"] <= 1.0 and metrics["eval/text/paired/slant_pairs"] == 20
+    assert list((run_dir / "images").glob("ldm_samples_prompts_*.png"))  # the captioned class x word grid
     ckpt = run_dir / "checkpoints" / "diffusion.ckpt"
 
     # one prompt, n images; the same seed gives the same images; the npz keeps the prompts without pickle
