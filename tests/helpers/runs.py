@@ -50,3 +50,11 @@ def run_script(
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def sample_in_process(compose, ckpt, out, steps: int = 4, **overrides):
+    """``sample.py ckpt=... out=...`` in this process (no interpreter start), ``overrides`` as key=value."""
+    from tinyldm.tasks import sample
+
+    items = [f"ckpt={ckpt}", f"out={out}", "progress=false", f"sampler.steps={steps}"]
+    return sample.run(compose([*items, *[f"{k}={v}" for k, v in overrides.items()]], config_name="sample"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.runs import path_overrides, run_script
+from tests.helpers.runs import path_overrides, run_script, sample_in_process
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +31,7 @@ def stage2_checkpoint(tmp_path_factory) -> Path:
     return run_dir / "checkpoints" / "diffusion.ckpt"
 
 
-def _sample(compose, ckpt, out, **overrides):
-    from tinyldm.tasks import sample
-
-    items = [
-        f"ckpt={ckpt}",
-        f"out={out}",
-        "progress=false",
-        "sampler.steps=4",
-        *[f"{k}={v}" for k, v in overrides.items()],
-    ]
-    return sample.run(compose(items, config_name="sample"))
+_sample = sample_in_process
 
 
 def test_sample_writes_npz_and_grid_deterministically(compose, stage2_checkpoint, tmp_path):

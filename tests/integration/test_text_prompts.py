@@ -7,20 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers.runs import path_overrides, read_metrics, run_script
+from tests.helpers.runs import path_overrides, read_metrics, run_script, sample_in_process
 
 
 def _sample(compose, ckpt, out, **overrides):
-    from tinyldm.tasks import sample
-
-    items = [
-        f"ckpt={ckpt}",
-        f"out={out}",
-        "progress=false",
-        "sampler.steps=3",
-        *[f"{k}={v}" for k, v in overrides.items()],
-    ]
-    return sample.run(compose(items, config_name="sample"))
+    return sample_in_process(compose, ckpt, out, steps=3, **overrides)
 
 
 def test_mnist_text_trains_then_draws_and_scores_prompts(tmp_path, compose):

@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from tests.unit.test_unet import CTX
+from tests.unit.test_unet import tiny_unet as tests_tiny_unet
 from tinyldm.conditioners import TextConditioner
 from tinyldm.denoiser import ConditionalDenoiser
 from tinyldm.diffusion import DiffusionSampler, NoiseSchedule
 from tinyldm.diffusion.guidance import guided_prediction
 from tinyldm.text.prompts import HELD_OUT_TEMPLATES, PromptBank
 from tinyldm.unet import UNet
-
-CTX = 16
 
 
 def text_conditioner(**overrides) -> TextConditioner:
@@ -26,20 +26,9 @@ def text_conditioner(**overrides) -> TextConditioner:
 
 
 def tiny_unet() -> UNet:
-    unet = UNet(
-        in_channels=4,
-        sample_size=8,
-        base_channels=16,
-        channel_mult=(1, 2),
-        num_res_blocks=1,
-        attention_levels=(0, 1),
-        transformer_depth=1,
-        num_heads=2,
-        head_dim=8,
-        context_dim=CTX,
-        norm_groups=4,
-    )
-    # the transformers' output projections start at zero (identity blocks): make the context matter
+    """test_unet's tiny UNet with its transformers' output projections made non-zero (they start as identity
+    blocks, which would make the context, and so the mask, irrelevant)."""
+    unet = tests_tiny_unet()
     torch.manual_seed(0)
     for module in unet.modules():
         if hasattr(module, "proj_out"):

@@ -247,7 +247,6 @@ class LatentDiffusionModule(L.LightningModule):
                 f"this checkpoint (tinyldm <= 0.1) was trained with scheduler settings {lost}, which "
                 f"belong to the sampler now, but {sampler!r} does not keep them; pass {overrides}"
             )
-        denoiser = self.ema.module.eval()
         if labels is None:
             if self.is_conditional:
                 raise ValueError("this model is conditional: pass labels (or prompts, for a text model)")
@@ -257,21 +256,29 @@ class LatentDiffusionModule(L.LightningModule):
         else:
             labels = labels.to(self.device) if isinstance(labels, torch.Tensor) else list(labels)
             batch = len(labels)
+        latents = self._sample_latents(sampler, labels, batch, generator, progress=progress)  # (B, C, h, w)
+        return self.decode_latents(latents)
+
+    def _sample_latents(
+        self, sampler: DiffusionSampler, labels: Any, batch: int, generator: torch.Generator | None, **options: Any
+    ) -> Any:
+        """Run ``sampler`` on the EMA denoiser for ``labels`` (or prompts; None: unconditional); ``options`` go on."""
+        denoiser = self.ema.module.eval()
         cond, cond_mask = denoiser.context(labels, batch, drop_labels=False)  # (B, K, D), (B, K) or None
         # None tells the sampler the model is unconditional: it samples with ``cond`` alone, whatever its scale
         uncond, uncond_mask = denoiser.unconditional_context(batch) if self.is_conditional else (None, None)
-        latents = sampler.sample(
+        shape = (batch, *self.latent_shape)
+        return sampler.sample(
             denoiser,
             self.noise_schedule,
-            (batch, *self.latent_shape),
+            shape,
             cond,
             uncond,
-            generator=generator,
-            progress=progress,
+            generator,
             cond_mask=cond_mask,
             uncond_mask=uncond_mask,
-        )  # (B, C, h, w)
-        return self.decode_latents(latents)
+            **options,
+        )
 
     @torch.no_grad()
     def trajectory_strip(self, timesteps: Sequence[int] = (999, 750, 500, 250, 100, 0), seed: int = 0) -> Any:
@@ -280,22 +287,10 @@ class LatentDiffusionModule(L.LightningModule):
         Shows how the image emerges during sampling (coarse layout first, strokes last).
         """
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        denoiser = self.ema.module.eval()
         labels = torch.arange(max(self.num_classes, 1), device=self.device)
-        batch = labels.shape[0]
-        cond, cond_mask = denoiser.context(labels if self.is_conditional else None, batch, drop_labels=False)
-        # None: no guidance
-        uncond, uncond_mask = denoiser.unconditional_context(batch) if self.is_conditional else (None, None)
-        final, trajectory = self.sampler.sample(
-            denoiser,
-            self.noise_schedule,
-            (batch, *self.latent_shape),
-            cond,
-            uncond,
-            generator=generator,
-            return_trajectory_at=timesteps,
-            cond_mask=cond_mask,
-            uncond_mask=uncond_mask,
+        conditions = labels if self.is_conditional else None
+        final, trajectory = self._sample_latents(
+            self.sampler, conditions, labels.shape[0], generator, return_trajectory_at=timesteps
         )
         columns = [self.decode_latents(trajectory[t]) for t in sorted(trajectory, reverse=True)]
         columns.append(self.decode_latents(final))
