@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.unit import test_unet as unet_tests
 from tests.unit.test_unet import CTX
-from tests.unit.test_unet import tiny_unet as tests_tiny_unet
 from tinyldm.conditioners import TextConditioner
 from tinyldm.denoiser import ConditionalDenoiser
 from tinyldm.diffusion import DiffusionSampler, NoiseSchedule
@@ -28,7 +28,7 @@ def text_conditioner(**overrides) -> TextConditioner:
 def tiny_unet() -> UNet:
     """test_unet's tiny UNet with its transformers' output projections made non-zero (they start as identity
     blocks, which would make the context, and so the mask, irrelevant)."""
-    unet = tests_tiny_unet()
+    unet = unet_tests.tiny_unet()
     torch.manual_seed(0)
     for module in unet.modules():
         if hasattr(module, "proj_out"):
