@@ -90,16 +90,17 @@ class LatentDiffusionPipeline:
         """Whether the model reads text prompts (``conditioner=text``)."""
         return isinstance(self.model.denoiser.conditioner, TextConditioner)
 
-    def prompt_labels(self, prompts: Sequence[str]) -> torch.Tensor:
-        """(N,) the class each prompt names (-1: none or several), refusing prompts the model cannot read.
-
-        Every prompt is tokenized here, so a prompt over the length limit fails before any sampling.
-        """
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """Refuse prompts the model cannot read, before any sampling: every prompt is tokenized here
+        (over the length limit: an error naming it; unknown words warn)."""
         if not self.takes_prompts:
             raise ValueError("prompts given, but this checkpoint is not text-conditioned (conditioner=text)")
-        conditioner = self.model.denoiser.conditioner
-        conditioner.tokenizer.encode(list(prompts))  # too long: a clear error naming the limit; unknown words warn
-        return torch.tensor(conditioner.label_of(prompts), dtype=torch.long)
+        self.model.denoiser.conditioner.tokenizer.encode(list(prompts))
+
+    def prompt_labels(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(N,) the class each prompt names (-1: none or several), after :meth:`check_prompts`."""
+        self.check_prompts(prompts)
+        return torch.tensor(self.model.denoiser.conditioner.label_of(prompts), dtype=torch.long)
 
     @torch.no_grad()
     def generate(
@@ -119,7 +120,7 @@ class LatentDiffusionPipeline:
         sampler.check_schedule(self.model.noise_schedule)  # e.g. steps > T: refused before any work
         if not isinstance(labels, torch.Tensor):
             labels = list(labels)
-            self.prompt_labels(labels)  # every prompt checked before the first batch is sampled
+            self.check_prompts(labels)  # every prompt checked before the first batch is sampled
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         chunks = []
         for start in range(0, len(labels), batch_size):

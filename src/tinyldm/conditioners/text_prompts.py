@@ -153,8 +153,11 @@ class TextConditioner(nn.Module):
             words, found, i = self.tokenizer.tokens(prompt), set(), 0
             while i < len(words):
                 match = next(((n, c) for n, c in names if tuple(words[i : i + len(n)]) == n), None)
-                found.add(match[1]) if match else None
-                i += len(match[0]) if match else 1
+                if match is None:
+                    i += 1
+                    continue
+                found.add(match[1])
+                i += len(match[0])
             labels.append(found.pop() if len(found) == 1 else -1)
         return labels
 
