@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
 from tinyldm.lit.autoencoder_module import AutoencoderModule
+from tinyldm.lit.diffusion_module import validate_ema
 from tinyldm.utils.checkpoints import require_stage, restore_module
 from tinyldm.utils.instantiate import build
 
@@ -203,4 +204,5 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
     except ValueError as error:
         raise ValueError(f"sampler: {error}") from None
     validate_min_snr_gamma(cfg.diffusion.get("min_snr_gamma"))
+    validate_ema(cfg.diffusion.get("ema_decay", 0.999), cfg.diffusion.get("ema_power"))
     return unet_config

@@ -26,6 +26,8 @@ def _run(compose, overrides):
         ("dataset.val_fraction=1.5", r"val_fraction"),
         ("unet.in_channels=3", r"unet.in_channels=3 does not match"),
         ("diffusion.min_snr_gamma=-1", r"min_snr_gamma.*null.*> 0, got -1"),
+        ("diffusion.ema_power=0", r"diffusion.ema_power=0 must be null \(warm-up EMA\) or a number > 0"),
+        ("diffusion.ema_decay=1.0", r"diffusion.ema_decay=1.0 must be a number in \[0, 1\)"),
         ("sampler.steps=2000", r"sampler: steps=2000 exceeds the noise schedule's num_train_timesteps=1000"),
         ("sampler.clip_sample_range=0", r"clip_sample_range must be a finite number > 0, got 0"),
         ("diffusion.batch_size=0", r"diffusion.batch_size=0 is not allowed: it must be an integer >= 1"),

@@ -139,3 +139,42 @@ def test_fused_is_allowed_unless_the_trainer_clips_under_mixed_precision():
     assert fused_allowed(SimpleNamespace(gradient_clip_val=1.0, precision="32-true"))
     assert fused_allowed(SimpleNamespace(gradient_clip_val=None, precision="bf16-mixed"))
     assert not fused_allowed(SimpleNamespace(gradient_clip_val=1.0, precision="16-mixed"))
+
+
+def _average_of_steps(multi_avg_fn, steps: int) -> float:
+    """What an EMA with ``multi_avg_fn`` holds after training steps whose weights are 1, 2, ..., ``steps``."""
+    from torch.optim.swa_utils import AveragedModel
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    average = AveragedModel(model, multi_avg_fn=multi_avg_fn)
+    for step in range(1, steps + 1):
+        model.weight.data.fill_(float(step))
+        average.update_parameters(model)
+    return average.module.weight.item()
+
+
+@pytest.mark.parametrize("gamma", [4.0, 8.0, 17.0])
+def test_power_function_ema_weighs_step_k_as_k_to_the_gamma(gamma):
+    from tinyldm.lit.diffusion_module import power_function_ema
+
+    steps = 520
+    weights = torch.arange(1, steps + 1, dtype=torch.float64) ** gamma  # Karras et al. 2024: profile t ** gamma
+    expected = float((weights * torch.arange(1, steps + 1)).sum() / weights.sum())
+    assert _average_of_steps(power_function_ema(gamma), steps) == pytest.approx(expected, rel=2e-3)
+
+
+def test_warm_up_ema_of_a_short_run_is_close_to_power_function_gamma_8():
+    """Why ``diffusion.ema_power`` exists: a 520-step run never reaches ``ema_decay``; its warm-up sets the length."""
+    from tinyldm.lit.diffusion_module import ema_with_warmup, power_function_ema
+
+    warm_up = _average_of_steps(ema_with_warmup(0.995), 520)
+    assert warm_up == pytest.approx(_average_of_steps(power_function_ema(8.0), 520), rel=2e-3)
+    assert warm_up > _average_of_steps(power_function_ema(4.0), 520) + 10  # a longer average lags further behind
+
+
+@pytest.mark.parametrize("power", [0, -1.0, float("inf"), True, "long"])
+def test_ema_power_outside_its_range_is_refused_naming_it(power):
+    from tinyldm.lit.diffusion_module import validate_ema
+
+    with pytest.raises(ValueError, match=r"diffusion.ema_power=.* must be null \(warm-up EMA\) or a number > 0"):
+        validate_ema(0.995, power)

@@ -54,6 +54,7 @@ def module_from_config(
         lr_scheduler=plain(diffusion.lr_scheduler) if diffusion.get("lr_scheduler") else None,
         latent_shape=list(latent_shape),
         ema_decay=float(diffusion.ema_decay),
+        ema_power=diffusion.get("ema_power"),
         min_snr_gamma=diffusion.get("min_snr_gamma"),
         channels_last=bool(diffusion.get("channels_last", False)),
         compile_unet=bool(diffusion.get("compile_unet", False)),
