@@ -5,9 +5,11 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.helpers.modules import diffusion_module
+from tinyldm.lit.diffusion_module import ema_with_warmup, power_function_ema, validate_ema
 
 
 def test_accumulated_micro_batches_draw_different_noise_and_ema_follows_optimizer_steps(compose):
@@ -143,8 +145,6 @@ def test_fused_is_allowed_unless_the_trainer_clips_under_mixed_precision():
 
 def _average_of_steps(multi_avg_fn, steps: int) -> float:
     """What an EMA with ``multi_avg_fn`` holds after training steps whose weights are 1, 2, ..., ``steps``."""
-    from torch.optim.swa_utils import AveragedModel
-
     model = torch.nn.Linear(1, 1, bias=False)
     average = AveragedModel(model, multi_avg_fn=multi_avg_fn)
     for step in range(1, steps + 1):
@@ -155,8 +155,6 @@ def _average_of_steps(multi_avg_fn, steps: int) -> float:
 
 @pytest.mark.parametrize("gamma", [4.0, 8.0, 17.0])
 def test_power_function_ema_weighs_step_k_as_k_to_the_gamma(gamma):
-    from tinyldm.lit.diffusion_module import power_function_ema
-
     steps = 520
     weights = torch.arange(1, steps + 1, dtype=torch.float64) ** gamma  # Karras et al. 2024: profile t ** gamma
     expected = float((weights * torch.arange(1, steps + 1)).sum() / weights.sum())
@@ -165,8 +163,6 @@ def test_power_function_ema_weighs_step_k_as_k_to_the_gamma(gamma):
 
 def test_warm_up_ema_of_a_short_run_is_close_to_power_function_gamma_8():
     """Why ``diffusion.ema_power`` exists: a 520-step run never reaches ``ema_decay``; its warm-up sets the length."""
-    from tinyldm.lit.diffusion_module import ema_with_warmup, power_function_ema
-
     warm_up = _average_of_steps(ema_with_warmup(0.995), 520)
     assert warm_up == pytest.approx(_average_of_steps(power_function_ema(8.0), 520), rel=2e-3)
     assert warm_up > _average_of_steps(power_function_ema(4.0), 520) + 10  # a longer average lags further behind
@@ -174,7 +170,5 @@ def test_warm_up_ema_of_a_short_run_is_close_to_power_function_gamma_8():
 
 @pytest.mark.parametrize("power", [0, -1.0, float("inf"), True, "long"])
 def test_ema_power_outside_its_range_is_refused_naming_it(power):
-    from tinyldm.lit.diffusion_module import validate_ema
-
     with pytest.raises(ValueError, match=r"diffusion.ema_power=.* must be null \(warm-up EMA\) or a number > 0"):
         validate_ema(0.995, power)
