@@ -204,5 +204,5 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
     except ValueError as error:
         raise ValueError(f"sampler: {error}") from None
     validate_min_snr_gamma(cfg.diffusion.get("min_snr_gamma"))
-    validate_ema(cfg.diffusion.get("ema_decay", 0.999), cfg.diffusion.get("ema_power"))
+    validate_ema(cfg.diffusion.ema_decay, cfg.diffusion.get("ema_power"))
     return unet_config

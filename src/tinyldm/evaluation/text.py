@@ -162,15 +162,21 @@ def format_text_table(result: dict[str, Any]) -> str:
 
 
 def prompt_grid(
-    pipeline: LatentDiffusionPipeline, attributes: Sequence[str], per_cell: int = 1, seed: int = 0, sampler: Any = None
+    pipeline: LatentDiffusionPipeline,
+    attributes: Sequence[str] | None = None,
+    per_cell: int = 1,
+    seed: int = 0,
+    sampler: Any = None,
 ) -> np.ndarray:
-    """(H', W', 3) uint8: rows = classes, columns = "class only" and each attribute's words, captioned.
+    """(H', W', 3) uint8: rows = classes, columns = "class only" and each attribute's words, captioned
+    (``attributes``: those of the prompt bank to show; None: all of them).
 
     Slot k of every cell starts from the same noise as slot k of the other cells in its row, so along a
     row only the words change.
     """
     bank: PromptBank = pipeline.model.denoiser.conditioner.bank
-    columns, prompts = grid_prompts(bank, [name for name in attributes if name in bank.attributes])
+    shown = bank.attributes if attributes is None else [name for name in attributes if name in bank.attributes]
+    columns, prompts = grid_prompts(bank, shown)
     cells = []
     for column in prompts:  # the same seed per column: (class, k) starts from the same noise in every column
         asked = [prompt for prompt in column for _ in range(per_cell)]

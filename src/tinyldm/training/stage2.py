@@ -141,13 +141,12 @@ def train_diffusion(
             "predicted x0 at t = 999, 750, 500, 250, 100, 0 and the final sample",
         )
         log.info("Denoising trajectory strip: %s", strip)
-        if LatentDiffusionPipeline(module).takes_prompts:
+        pipeline = LatentDiffusionPipeline(module)
+        if pipeline.takes_prompts:
             prompts = log_image_grid(
                 trainer,
                 "ldm/samples/prompts",
-                prompt_grid(
-                    LatentDiffusionPipeline(module), ("thickness", "slant", "size", "brightness"), seed=int(cfg.seed)
-                ),
+                prompt_grid(pipeline, seed=int(cfg.seed)),  # every attribute the run's prompts can say
                 run_dir / "images",
                 "rows: classes; columns: the prompt's attribute word (same noise along a row)",
             )
