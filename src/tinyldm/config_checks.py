@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
+from tinyldm.diffusion.timestep_sampling import TimestepSampling
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import validate_ema
 from tinyldm.utils.checkpoints import require_stage, restore_module
@@ -204,5 +205,7 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
     except ValueError as error:
         raise ValueError(f"sampler: {error}") from None
     validate_min_snr_gamma(cfg.diffusion.get("min_snr_gamma"))
+    sampling = cfg.diffusion.get("timestep_sampling")
+    TimestepSampling.from_config(OmegaConf.to_container(sampling, resolve=True) if sampling is not None else None)
     validate_ema(cfg.diffusion.ema_decay, cfg.diffusion.get("ema_power"))
     return unet_config

@@ -27,6 +27,10 @@ def _run(compose, overrides):
         ("unet.in_channels=3", r"unet.in_channels=3 does not match"),
         ("diffusion.min_snr_gamma=-1", r"min_snr_gamma.*null.*> 0, got -1"),
         ("diffusion.ema_power=0", r"diffusion.ema_power=0 must be null \(warm-up EMA\) or a number > 0"),
+        (
+            "diffusion.timestep_sampling.distribution=beta",
+            r"diffusion.timestep_sampling.distribution='beta'; allowed: uniform, logit_normal",
+        ),
         ("diffusion.ema_decay=1.0", r"diffusion.ema_decay=1.0 must be a number in \[0, 1\)"),
         ("sampler.steps=2000", r"sampler: steps=2000 exceeds the noise schedule's num_train_timesteps=1000"),
         ("sampler.clip_sample_range=0", r"clip_sample_range must be a finite number > 0, got 0"),

@@ -20,6 +20,7 @@ from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.denoiser import ConditionalDenoiser
 from tinyldm.diffusion import DiffusionSampler, NoiseSchedule, from_legacy_config
 from tinyldm.diffusion.loss_weighting import min_snr_weights, validate_min_snr_gamma
+from tinyldm.diffusion.timestep_sampling import TimestepSampling
 from tinyldm.lit.optim import build_optimizers, fused_allowed
 from tinyldm.utils.checkpoints import stamp
 from tinyldm.utils.images import grid_uint8
@@ -93,6 +94,7 @@ class LatentDiffusionModule(L.LightningModule):
         ema_decay: float = 0.999,
         ema_power: float | None = None,
         min_snr_gamma: float | None = None,
+        timestep_sampling: Mapping[str, Any] | None = None,
         channels_last: bool = False,
         compile_unet: bool = False,
         image_pad: int = 2,
@@ -104,6 +106,8 @@ class LatentDiffusionModule(L.LightningModule):
         super().__init__()
         validate_ema(ema_decay, ema_power)
         validate_min_snr_gamma(min_snr_gamma)
+        # training draws timesteps from this; validation always uniformly, so val losses compare across settings
+        self.timestep_sampling = TimestepSampling.from_config(timestep_sampling)
         self.save_hyperparameters(ignore=["image_dir", "trained_autoencoder"])
         self.image_dir = image_dir
         self.latent_shape = tuple(int(s) for s in latent_shape)  # (C, h, w)
@@ -161,15 +165,17 @@ class LatentDiffusionModule(L.LightningModule):
     ) -> torch.Tensor:
         """MSE between the denoiser's output and the noise schedule's target at random timesteps.
 
-        With ``min_snr_gamma`` set and ``weighted``, each sample's MSE is scaled by its min-SNR
-        weight (training); validation passes ``weighted=False`` so ``ldm/val/loss`` stays the plain
-        MSE, comparable between runs with and without weighting.
+        With ``weighted`` (training), timesteps come from ``timestep_sampling`` and, with
+        ``min_snr_gamma`` set, each sample's MSE is scaled by its min-SNR weight; validation passes
+        ``weighted=False``, so ``ldm/val/loss`` stays the plain MSE at uniform timesteps, comparable
+        between runs with and without either.
         """
         batch = latents.shape[0]
         T = self.noise_schedule.num_train_timesteps
         device = latents.device
         gen_device = generator.device if generator is not None else device
-        timesteps = torch.randint(0, T, (batch,), generator=generator, device=gen_device).to(device)  # (B,)
+        sampling = self.timestep_sampling if weighted else TimestepSampling()
+        timesteps = sampling.sample(batch, T, generator, gen_device).to(device)  # (B,)
         noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(device)  # (B, C, h, w)
         noisy = self.noise_schedule.add_noise(latents, noise, timesteps)  # (B, C, h, w)
         context, mask = denoiser.context(labels, batch, drop_labels=drop_labels, generator=generator)  # (B, K, D)

@@ -56,6 +56,7 @@ def module_from_config(
         ema_decay=float(diffusion.ema_decay),
         ema_power=diffusion.get("ema_power"),
         min_snr_gamma=diffusion.get("min_snr_gamma"),
+        timestep_sampling=plain(diffusion.timestep_sampling) if diffusion.get("timestep_sampling") else None,
         channels_last=bool(diffusion.get("channels_last", False)),
         compile_unet=bool(diffusion.get("compile_unet", False)),
         image_pad=image_pad,
