@@ -8,7 +8,8 @@
 * :mod:`~tinyldm.diffusion.guidance` - classifier-free guidance arithmetic and its scale check;
 * :mod:`~tinyldm.diffusion.sampling` - :class:`DiffusionSampler`, the inference-time choices and the
   sampling loop;
-* :mod:`~tinyldm.diffusion.loss_weighting` - min-SNR loss weights.
+* :mod:`~tinyldm.diffusion.loss_weighting` - min-SNR loss weights;
+* :mod:`~tinyldm.diffusion.timestep_sampling` - which timesteps training draws (uniform, logit-normal).
 
 Nothing here holds learned weights; the denoiser (``tinyldm.unet``) is passed in as a callable.
 """

@@ -27,7 +27,7 @@ class TimestepSampling:
 
     distribution: str = "uniform"
     loc: float = 0.0  # logit_normal: mean of n (0 = the middle of the noise range, > 0 = noisier)
-    scale: float = 1.0  # logit_normal: standard deviation of n (larger = closer to uniform at the ends)
+    scale: float = 1.0  # logit_normal: standard deviation of n (larger = more draws near both ends)
 
     def __post_init__(self) -> None:
         if self.distribution not in DISTRIBUTIONS:
@@ -51,7 +51,9 @@ class TimestepSampling:
             )
         return cls(**config)
 
-    def sample(self, batch: int, num_train_timesteps: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    def sample(
+        self, batch: int, num_train_timesteps: int, generator: torch.Generator | None, device: torch.device | str
+    ) -> torch.Tensor:
         """``(batch,)`` int64 timesteps in ``[0, num_train_timesteps)``, drawn from ``generator`` on ``device``."""
         if self.distribution == "uniform":
             return torch.randint(0, num_train_timesteps, (batch,), generator=generator, device=device)
