@@ -2,12 +2,14 @@
 
     python scripts/profile_stage2.py [--batch 128] [--steps 5] [--channels-last] [--fused] [--compile] [--rows 12]
     python scripts/profile_stage2.py --experiment mnist_text ...   # the text conditioner's step (prompts per step)
+    python scripts/profile_stage2.py --batch 256 --channels-last --fused unet.base_channels=48   # a UNet variant
 
 Profiles the real ``LatentDiffusionModule`` of the main job (``model=vqvae +experiment=mnist_cond``):
 the loss (noise, UNet forward, min-SNR weighting), backward, the AdamW step and the EMA update, on
 random latents (speed does not depend on the data). Prints the top operators by self CPU time and
 the share of each phase. ``--compile`` compiles the UNet in place (``diffusion.compile_unet``) and
-reports the first step's time, which includes the compilation.
+reports the first step's time, which includes the compilation. Trailing ``key=value`` arguments are
+Hydra overrides of the main job's config (``unet.*``, ``diffusion.*``): what a variant costs per step.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ def main() -> None:
     parser.add_argument("--fused", action="store_true", help="fused AdamW")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (diffusion.compile_unet)")
     parser.add_argument("--experiment", default="mnist_cond", help="mnist_text: the text conditioner's training step")
+    parser.add_argument("overrides", nargs="*", help="train.py overrides, e.g. unet.base_channels=48")
     args = parser.parse_args()
 
     experiment = f"+experiment={args.experiment}"
-    cfg = compose_train(["model=vqvae", experiment, f"diffusion.channels_last={args.channels_last}"])
+    cfg = compose_train(["model=vqvae", experiment, f"diffusion.channels_last={args.channels_last}", *args.overrides])
     module = module_from_config(cfg, (4, 8, 8))
     module.denoiser.train()
     if args.compile:
@@ -72,7 +75,9 @@ def main() -> None:
     print(
         f"{args.experiment}: batch {args.batch}, {torch.get_num_threads()} threads, "
         f"channels_last={args.channels_last}, fused={args.fused}, "
-        f"compile={args.compile}: first step {first:.1f} s; {seconds * 1000:.0f} ms per step under the profiler "
+        f"compile={args.compile}{''.join(' ' + o for o in args.overrides)}, "
+        f"{sum(p.numel() for p in module.denoiser.unet.parameters()) / 1e6:.2f}M UNet parameters: "
+        f"first step {first:.1f} s; {seconds * 1000:.0f} ms per step under the profiler "
         f"({args.batch / seconds:.0f} img/s)\n"
     )
     phases = [e for e in averages if e.key.startswith("phase:")]
