@@ -22,7 +22,7 @@ from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
 from tinyldm.diffusion.timestep_sampling import TimestepSampling
 from tinyldm.lit.autoencoder_module import AutoencoderModule
-from tinyldm.lit.diffusion_module import validate_ema
+from tinyldm.lit.diffusion_module import validate_ema, validate_guide_at
 from tinyldm.utils.checkpoints import require_stage, restore_module
 from tinyldm.utils.instantiate import build
 
@@ -201,9 +201,16 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
         )
     schedule = build(cfg.scheduler)
     try:
-        build(cfg.sampler).check_schedule(schedule)  # e.g. sampler.steps > num_train_timesteps
+        sampler = build(cfg.sampler)
+        sampler.check_schedule(schedule)  # e.g. sampler.steps > num_train_timesteps
     except ValueError as error:
         raise ValueError(f"sampler: {error}") from None
+    if validate_guide_at(cfg.diffusion.get("guide_at")) is None and sampler.uses_guide:
+        raise ValueError(
+            f"sampler.autoguidance_scale={sampler.autoguidance_scale:g} needs a guide, but diffusion.guide_at is "
+            "null; set diffusion.guide_at (e.g. 0.25: the EMA weights after a quarter of stage 2) or "
+            "sampler.autoguidance_scale=1 (off)"
+        )
     validate_min_snr_gamma(cfg.diffusion.get("min_snr_gamma"))
     sampling = cfg.diffusion.get("timestep_sampling")
     TimestepSampling.from_config(OmegaConf.to_container(sampling, resolve=True) if sampling is not None else None)

@@ -118,6 +118,7 @@ class LatentDiffusionPipeline:
         """
         sampler = sampler or self.sampler
         sampler.check_schedule(self.model.noise_schedule)  # e.g. steps > T: refused before any work
+        self.model.guide_for(sampler)  # autoguidance asked of a model without a guide: refused before any work
         if not isinstance(labels, torch.Tensor):
             labels = list(labels)
             self.check_prompts(labels)  # every prompt checked before the first batch is sampled

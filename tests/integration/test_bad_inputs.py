@@ -27,6 +27,9 @@ def _run(compose, overrides):
         ("unet.in_channels=3", r"unet.in_channels=3 does not match"),
         ("diffusion.min_snr_gamma=-1", r"min_snr_gamma.*null.*> 0, got -1"),
         ("diffusion.ema_power=0", r"diffusion.ema_power=0 must be null \(warm-up EMA\) or a number > 0"),
+        ("diffusion.guide_at=1.5", r"diffusion.guide_at=1.5 must be null \(no autoguidance guide\) or a number in"),
+        ("sampler.autoguidance_scale=2", r"sampler.autoguidance_scale=2 needs a guide, but diffusion.guide_at is null"),
+        ("sampler.autoguidance_scale=0.5", r"autoguidance_scale must be a finite number in \[1, inf\), got 0.5"),
         (
             "diffusion.timestep_sampling.distribution=beta",
             r"diffusion.timestep_sampling.distribution='beta'; allowed: uniform, logit_normal",

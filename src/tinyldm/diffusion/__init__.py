@@ -5,7 +5,7 @@
 * :mod:`~tinyldm.diffusion.solver` - what the reverse-process solvers share (grid, step output);
 * :mod:`~tinyldm.diffusion.ddpm`, :mod:`~tinyldm.diffusion.ddim`, :mod:`~tinyldm.diffusion.dpm_solver` -
   one solver each, built on a ``NoiseSchedule`` (diffusers' ``set_timesteps`` / ``step`` interface);
-* :mod:`~tinyldm.diffusion.guidance` - classifier-free guidance arithmetic and its scale check;
+* :mod:`~tinyldm.diffusion.guidance` - classifier-free guidance and autoguidance arithmetic, their scale checks;
 * :mod:`~tinyldm.diffusion.sampling` - :class:`DiffusionSampler`, the inference-time choices and the
   sampling loop;
 * :mod:`~tinyldm.diffusion.loss_weighting` - min-SNR loss weights;

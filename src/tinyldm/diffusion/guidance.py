@@ -1,4 +1,4 @@
-"""Classifier-free guidance (Ho & Salimans, 2021).
+"""Guidance: classifier-free guidance (Ho & Salimans, 2021) and autoguidance (Karras et al., 2024).
 
 A model trained with its conditioning randomly dropped (replaced by a "null" context)
 can predict both ``cond = D(x_t, t, c)`` and ``uncond = D(x_t, t, null)``. Sampling with
@@ -18,10 +18,22 @@ Scale convention (the diffusers / Imagen one; our ``s`` equals diffusers'
 The original paper writes ``(1 + w) * cond - w * uncond``, i.e. ``s = w + 1``
 (https://arxiv.org/abs/2207.12598).
 
+Autoguidance ("Guiding a diffusion model with a bad version of itself", Karras et al. 2024,
+https://arxiv.org/abs/2406.02507) extrapolates away from a *weaker* model of the same kind, the
+guide ``B``, instead of (or on top of) the unconditional prediction:
+
+    guided = uncond + s * (cond - uncond) + (w - 1) * (cond - B(x_t, t, c))
+
+``w = 1`` is off. With ``s = 1`` this is the paper's ``B + w * (cond - B)``. The guide makes the
+same kind of errors as the model, only larger, so the difference points away from them (from
+malformed, low-density samples) without pulling every sample towards the class prototype as
+raising ``s`` does. Our guide is the model's own EMA weights frozen early in its training
+(``diffusion.guide_at``).
+
 The guidance *rules* (the one default scale, when guidance applies, that an unconditional model is
 never guided) live in :class:`~tinyldm.diffusion.sampling.DiffusionSampler`, which validates its
-scale once, when it is built, with :func:`validate_guidance_scale`. :func:`guided_prediction` is
-the bare arithmetic and trusts its caller.
+scale once, when it is built, with :func:`validate_guidance_scale`. :func:`paired_predictions`,
+:func:`guided_prediction` and :func:`autoguided_prediction` are the bare arithmetic and trust their caller.
 """
 
 from __future__ import annotations
@@ -37,31 +49,35 @@ from torch import Tensor
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def validate_guidance_scale(scale: Any) -> float:
-    """Return ``scale`` as a float, or raise ``ValueError`` if it is not a finite number >= 0.
+def validate_guidance_scale(scale: Any, name: str = "guidance_scale", minimum: float = 0.0) -> float:
+    """Return ``scale`` as a float, or raise ``ValueError`` naming ``name`` if it is not a finite number >= ``minimum``.
 
     Negative scales would steer *away* from the condition and ``nan``/``inf`` would
     silently turn every sample into ``nan``, so both are rejected early (when a sampler is
     built from its config) rather than after a long sampling run.
     """
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise ValueError(f"guidance_scale must be a number in [0, inf), got {scale!r}")
-    if not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"guidance_scale must be a finite number in [0, inf), got {scale!r}")
+        raise ValueError(f"{name} must be a number in [{minimum:g}, inf), got {scale!r}")
+    if not math.isfinite(scale) or scale < minimum:
+        raise ValueError(f"{name} must be a finite number in [{minimum:g}, inf), got {scale!r}")
     return float(scale)
 
 
-def guided_prediction(
+def validate_autoguidance_scale(scale: Any) -> float:
+    """``w`` as a float: a finite number >= 1 (``1`` = off; below 1 would steer *towards* the weaker guide)."""
+    return validate_guidance_scale(scale, "autoguidance_scale", minimum=1.0)
+
+
+def paired_predictions(
     denoiser: Denoiser,
     x_t: Tensor,
     t: Tensor,
     cond_context: Tensor,
     uncond_context: Tensor,
-    guidance_scale: float,
     cond_mask: Tensor | None = None,
     uncond_mask: Tensor | None = None,
-) -> Tensor:
-    """Classifier-free guided denoiser output from ONE batched forward pass.
+) -> tuple[Tensor, Tensor]:
+    """The conditional and unconditional denoiser outputs ``(B, C, H, W)`` each, from ONE batched forward pass.
 
     Conditional and unconditional halves are stacked into a batch of ``2B`` so the
     network runs once per step (twice the batch is much cheaper than two launches,
@@ -75,16 +91,9 @@ def guided_prediction(
         cond_context: conditioning ``(B, L, D)``.
         uncond_context: null conditioning ``(B, L, D)``; a single ``(1, L, D)`` null
             context is broadcast to the batch.
-        guidance_scale: ``s`` in ``uncond + s * (cond - uncond)``; ``s = 1`` is plain
-            conditional, ``s = 0`` unconditional, ``s > 1`` extrapolates
-            (same as diffusers' ``guidance_scale``). Already validated by the caller
-            (:func:`validate_guidance_scale`).
         cond_mask, uncond_mask: ``(B, L)`` bool key-padding masks (False = padding; a ``(1, L)``
             null mask is broadcast), or ``None`` for all-real tokens. When either is given the
             denoiser is called with the stacked mask as a fourth argument.
-
-    Returns:
-        ``(B, C, H, W)`` guided prediction.
     """
     batch = x_t.shape[0]
     if uncond_context.shape[0] == 1 and batch != 1:
@@ -111,4 +120,44 @@ def guided_prediction(
         uncond_mask = all_real if uncond_mask is None else uncond_mask.expand(batch, -1)  # (1, L) -> (B, L)
         prediction = denoiser(x_in, t_in, context_in, torch.cat([cond_mask, uncond_mask]))  # (2B, C, H, W)
     pred_cond, pred_uncond = prediction.chunk(2)  # 2 x (B, C, H, W)
+    return pred_cond, pred_uncond
+
+
+def guided_prediction(
+    denoiser: Denoiser,
+    x_t: Tensor,
+    t: Tensor,
+    cond_context: Tensor,
+    uncond_context: Tensor,
+    guidance_scale: float,
+    cond_mask: Tensor | None = None,
+    uncond_mask: Tensor | None = None,
+) -> Tensor:
+    """Classifier-free guided denoiser output ``(B, C, H, W)`` from one batched forward pass.
+
+    ``guidance_scale`` is ``s`` in ``uncond + s * (cond - uncond)``: ``s = 1`` is plain conditional,
+    ``s = 0`` unconditional, ``s > 1`` extrapolates (same as diffusers' ``guidance_scale``); already
+    validated by the caller (:func:`validate_guidance_scale`). The other arguments are
+    :func:`paired_predictions`'.
+    """
+    pred_cond, pred_uncond = paired_predictions(
+        denoiser, x_t, t, cond_context, uncond_context, cond_mask, uncond_mask
+    )  # 2 x (B, C, H, W)
+    return classifier_free(pred_cond, pred_uncond, guidance_scale)
+
+
+def classifier_free(pred_cond: Tensor, pred_uncond: Tensor, guidance_scale: float) -> Tensor:
+    """``uncond + s * (cond - uncond)``, all ``(B, C, H, W)``; ``s`` validated by the caller."""
     return pred_uncond + guidance_scale * (pred_cond - pred_uncond)  # (B, C, H, W)
+
+
+def autoguided_prediction(
+    prediction: Tensor, pred_cond: Tensor, pred_guide: Tensor, autoguidance_scale: float
+) -> Tensor:
+    """Autoguidance on top of a step's output: ``prediction + (w - 1) * (pred_cond - pred_guide)``, each (B, C, H, W).
+
+    ``prediction`` is the step's (classifier-free guided or plain conditional) output, ``pred_cond``
+    the model's conditional output and ``pred_guide`` the guide's on the same ``(x_t, t, context)``;
+    ``w = autoguidance_scale`` (``1`` = off), validated by the caller.
+    """
+    return prediction + (autoguidance_scale - 1.0) * (pred_cond - pred_guide)  # (B, C, H, W)

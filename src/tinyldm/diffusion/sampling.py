@@ -13,7 +13,9 @@ Guidance rules, all here:
 * a different scale for one call is a new, validated sampler: :meth:`DiffusionSampler.with_guidance`;
 * ``uncond_context=None`` means the model is unconditional: every step uses the conditional
   prediction alone, whatever the scale (there is no null context to guide away from);
-* ``guidance_interval`` limits guidance to a band of timesteps.
+* ``guidance_interval`` limits guidance to a band of timesteps;
+* ``autoguidance_scale`` > 1 needs a guide (a weaker version of the model, passed to :meth:`sample`)
+  and applies at every step, inside the interval or not.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from torch import Tensor
 from tinyldm.diffusion.ddim import DDIMScheduler, validate_eta
 from tinyldm.diffusion.ddpm import DDPMScheduler
 from tinyldm.diffusion.dpm_solver import DPMSolverMultistepScheduler
-from tinyldm.diffusion.guidance import Denoiser, guided_prediction, validate_guidance_scale
+from tinyldm.diffusion.guidance import (
+    Denoiser,
+    autoguided_prediction,
+    classifier_free,
+    paired_predictions,
+    validate_autoguidance_scale,
+    validate_guidance_scale,
+)
 from tinyldm.diffusion.noise_schedule import NoiseSchedule
 from tinyldm.diffusion.solver import Solver, validate_clip
 
@@ -86,6 +95,10 @@ class DiffusionSampler:
         clip_sample: clamp each step's predicted ``x0`` to ``[-clip_sample_range, clip_sample_range]``.
             Off by default: latents are not bounded like pixels.
         clip_sample_range: the bound used when ``clip_sample`` is on.
+        autoguidance_scale: ``w`` of autoguidance (Karras et al. 2024, "Guiding a diffusion model with a
+            bad version of itself", https://arxiv.org/abs/2406.02507; :mod:`~tinyldm.diffusion.guidance`):
+            each step adds ``(w - 1) * (cond - guide(x_t, t, c))``. ``1`` is off; above 1, :meth:`sample`
+            needs the ``guide`` denoiser (a stage-2 model trained with ``diffusion.guide_at`` keeps one).
     """
 
     kind: str = "ddim"
@@ -95,6 +108,7 @@ class DiffusionSampler:
     guidance_interval: tuple[int, int] | None = None
     clip_sample: bool = False
     clip_sample_range: float = 1.0
+    autoguidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in SOLVERS:
@@ -106,6 +120,7 @@ class DiffusionSampler:
             "eta": validate_eta(self.eta),
             "guidance_scale": validate_guidance_scale(self.guidance_scale),
             "guidance_interval": validate_guidance_interval(self.guidance_interval),
+            "autoguidance_scale": validate_autoguidance_scale(self.autoguidance_scale),
         }
         normalised["clip_sample"], normalised["clip_sample_range"] = validate_clip(
             self.clip_sample, self.clip_sample_range
@@ -116,6 +131,11 @@ class DiffusionSampler:
     def with_guidance(self, guidance_scale: float) -> DiffusionSampler:
         """This sampler with another guidance scale, validated like the config's (a per-call scale)."""
         return dataclasses.replace(self, guidance_scale=guidance_scale)
+
+    @property
+    def uses_guide(self) -> bool:
+        """Whether :meth:`sample` needs a ``guide`` denoiser (autoguidance on)."""
+        return self.autoguidance_scale != 1.0
 
     def check_schedule(self, schedule: NoiseSchedule) -> int:
         """The number of steps this sampler takes on ``schedule`` (call it to refuse a bad pair before any work).
@@ -158,6 +178,7 @@ class DiffusionSampler:
         return_trajectory_at: Iterable[int] | None = None,
         cond_mask: Tensor | None = None,
         uncond_mask: Tensor | None = None,
+        guide: Denoiser | None = None,
     ) -> Tensor | tuple[Tensor, dict[int, Tensor]]:
         """Draw samples by running the reverse process from pure noise.
 
@@ -182,6 +203,8 @@ class DiffusionSampler:
                 (False = padding), for conditioners whose token sequences vary in length (text
                 prompts); ``None`` means every token is real. With a mask the denoiser is called as
                 ``denoiser(x_t, t, context, context_mask)``.
+            guide: the weaker denoiser autoguidance extrapolates away from, called like ``denoiser`` on
+                the conditional batch; required when :attr:`uses_guide`, unused otherwise.
 
         Returns:
             The final ``x0`` ``(B, C, H, W)`` in float32, or ``(x0, {t: x0_hat_t})`` if
@@ -197,6 +220,11 @@ class DiffusionSampler:
                 f"shape must be (B, C, ...) with B = cond_context.shape[0]={cond_context.shape[0]}, got {shape}"
             )
         guided = uncond_context is not None and self.guidance_scale != 1.0
+        if self.uses_guide and guide is None:
+            raise ValueError(
+                f"autoguidance_scale={self.autoguidance_scale:g} needs a guide denoiser, and none was given; "
+                "set autoguidance_scale=1 (off) or pass the guide"
+            )
 
         solver = self.build_solver(schedule)
         device = cond_context.device
@@ -209,14 +237,17 @@ class DiffusionSampler:
 
         for t in self._maybe_track(grid, progress):
             t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)  # (B,)
+            conditioning = (cond_context,) if cond_mask is None else (cond_context, cond_mask)
             if guided and self.guides_at(t):
-                model_output = guided_prediction(
-                    denoiser, x, t_batch, cond_context, uncond_context, self.guidance_scale, cond_mask, uncond_mask
-                )  # (B, C, H, W)
-            elif cond_mask is not None:
-                model_output = denoiser(x, t_batch, cond_context, cond_mask)  # (B, C, H, W)
+                pred_cond, pred_uncond = paired_predictions(
+                    denoiser, x, t_batch, cond_context, uncond_context, cond_mask, uncond_mask
+                )  # 2 x (B, C, H, W)
+                model_output = classifier_free(pred_cond, pred_uncond, self.guidance_scale)  # (B, C, H, W)
             else:
-                model_output = denoiser(x, t_batch, cond_context)  # (B, C, H, W)
+                pred_cond = model_output = denoiser(x, t_batch, *conditioning)  # (B, C, H, W)
+            if self.uses_guide:
+                pred_guide = guide(x, t_batch, *conditioning)  # (B, C, H, W)
+                model_output = autoguided_prediction(model_output, pred_cond, pred_guide, self.autoguidance_scale)
             out = solver.step(model_output, t, x, generator=generator)
             x = out.prev_sample  # (B, C, H, W)
             if t in record:

@@ -7,6 +7,9 @@ and ``scale_factor``, so a stage-2 checkpoint can sample images without the stag
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +31,7 @@ from tinyldm.utils.instantiate import build
 from tinyldm.utils.loggers import log_image_grid
 
 STAGE = "diffusion"
+log = logging.getLogger(__name__)
 
 
 def ema_with_warmup(decay: float):
@@ -57,6 +61,18 @@ def validate_ema(decay: Any, power: Any) -> None:
         raise ValueError(f"diffusion.ema_decay={decay!r} must be a number in [0, 1)")
     if power is not None and (not number(power) or not 0 < power < math.inf):
         raise ValueError(f"diffusion.ema_power={power!r} must be null (warm-up EMA) or a number > 0")
+
+
+def validate_guide_at(fraction: Any) -> float | None:
+    """None, or the fraction of stage 2's optimizer steps in (0, 1) after which the guide is taken; else raise."""
+    if fraction is None:
+        return None
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+        raise ValueError(
+            f"diffusion.guide_at={fraction!r} must be null (no autoguidance guide) or a number in (0, 1), "
+            "the fraction of stage 2's optimizer steps after which the EMA weights become the guide (e.g. 0.25)"
+        )
+    return float(fraction)
 
 
 def power_function_ema(gamma: float):
@@ -93,6 +109,7 @@ class LatentDiffusionModule(L.LightningModule):
         lr_scheduler: Mapping[str, Any] | None = None,
         ema_decay: float = 0.999,
         ema_power: float | None = None,
+        guide_at: float | None = None,
         min_snr_gamma: float | None = None,
         timestep_sampling: Mapping[str, Any] | None = None,
         channels_last: bool = False,
@@ -105,6 +122,7 @@ class LatentDiffusionModule(L.LightningModule):
     ) -> None:
         super().__init__()
         validate_ema(ema_decay, ema_power)
+        validate_guide_at(guide_at)
         validate_min_snr_gamma(min_snr_gamma)
         # training draws timesteps from this; validation always uniformly, so val losses compare across settings
         self.timestep_sampling = TimestepSampling.from_config(timestep_sampling)
@@ -125,6 +143,13 @@ class LatentDiffusionModule(L.LightningModule):
         average = ema_with_warmup(ema_decay) if ema_power is None else power_function_ema(float(ema_power))
         self.ema = AveragedModel(self.denoiser, multi_avg_fn=average, use_buffers=True)
         self.ema.requires_grad_(False)
+        # autoguidance's guide: the EMA weights frozen at a fraction ``guide_at`` of the run, a weaker version of
+        # the final model that costs no extra training; it lives in the checkpoint beside the EMA
+        self.guide: ConditionalDenoiser | None = None
+        if guide_at is not None:
+            self.guide = copy.deepcopy(self.denoiser).requires_grad_(False).eval()
+            self.register_buffer("guide_taken_at", torch.tensor(-1, dtype=torch.long))  # optimizer step; -1 = not yet
+        self._guide_step = 0  # the optimizer step at which this run takes the guide (set when training starts)
         # tinyldm <= 0.1 stored ``scheduler`` as a solver config with clip_sample in it: from_legacy_config turns
         # it into the noise schedule and hands its clipping (a sampler setting now) to the sampler
         schedule_config, legacy_sampler_settings = from_legacy_config(scheduler)
@@ -140,6 +165,8 @@ class LatentDiffusionModule(L.LightningModule):
         super().train(mode)
         self.autoencoder.eval()
         self.ema.eval()
+        if self.guide is not None:
+            self.guide.eval()
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -219,12 +246,24 @@ class LatentDiffusionModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._ema_step = self.global_step
+        if self.guide is not None:
+            total = int(self.trainer.estimated_stepping_batches)
+            self._guide_step = min(max(round(self.hparams.guide_at * total), 1), max(total - 1, 1))
+            log.info(
+                "Autoguidance: the EMA weights at optimizer step %d of %d become the guide%s",
+                self._guide_step,
+                total,
+                f" (taken at step {int(self.guide_taken_at)})" if self.guide_ready else "",
+            )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Average after each optimizer step (not each micro-batch: their weights are the same)."""
         if self.global_step > self._ema_step:
             self.ema.update_parameters(self.denoiser)
             self._ema_step = self.global_step
+            if self.guide is not None and self.global_step == self._guide_step:
+                self.guide.load_state_dict(self.ema.module.state_dict())
+                self.guide_taken_at.fill_(self.global_step)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         latents, labels = batch
@@ -301,10 +340,36 @@ class LatentDiffusionModule(L.LightningModule):
         latents = self._sample_latents(sampler, labels, batch, generator, progress=progress)  # (B, C, h, w)
         return self.decode_latents(latents)
 
+    @property
+    def guide_ready(self) -> bool:
+        """Whether this model holds an autoguidance guide (trained with ``guide_at``, past the step it is taken)."""
+        return self.guide is not None and int(self.guide_taken_at) >= 0
+
+    def guide_for(self, sampler: DiffusionSampler) -> ConditionalDenoiser | None:
+        """The guide ``sampler`` needs (None when its autoguidance is off); raise, naming the fix, if there is none."""
+        if not sampler.uses_guide:
+            return None
+        if self.guide_ready:
+            return self.guide.eval()
+        why = (
+            "this model was trained without one (diffusion.guide_at=null)"
+            if self.guide is None
+            else f"training has not yet reached the step it is taken at ({self._guide_step})"
+        )
+        raise ValueError(
+            f"sampler.autoguidance_scale={sampler.autoguidance_scale:g} needs the model's autoguidance guide, "
+            f"but {why}; use sampler.autoguidance_scale=1 (off), or train with diffusion.guide_at set (e.g. 0.25)"
+        )
+
+    def _ready(self, sampler: DiffusionSampler) -> DiffusionSampler:
+        """``sampler`` for a grid drawn during training: without autoguidance until the guide is taken."""
+        return sampler if self.guide_ready else dataclasses.replace(sampler, autoguidance_scale=1.0)
+
     def _sample_latents(
         self, sampler: DiffusionSampler, labels: Any, batch: int, generator: torch.Generator | None, **options: Any
     ) -> Any:
         """Run ``sampler`` on the EMA denoiser for ``labels`` (or prompts; None: unconditional); ``options`` go on."""
+        guide = self.guide_for(sampler)
         denoiser = self.ema.module.eval()
         cond, cond_mask = denoiser.context(labels, batch, drop_labels=False)  # (B, K, D), (B, K) or None
         # None tells the sampler the model is unconditional: it samples with ``cond`` alone, whatever its scale
@@ -319,6 +384,7 @@ class LatentDiffusionModule(L.LightningModule):
             generator,
             cond_mask=cond_mask,
             uncond_mask=uncond_mask,
+            guide=guide,
             **options,
         )
 
@@ -332,7 +398,7 @@ class LatentDiffusionModule(L.LightningModule):
         labels = torch.arange(max(self.num_classes, 1), device=self.device)
         conditions = labels if self.is_conditional else None
         final, trajectory = self._sample_latents(
-            self.sampler, conditions, labels.shape[0], generator, return_trajectory_at=timesteps
+            self._ready(self.sampler), conditions, labels.shape[0], generator, return_trajectory_at=timesteps
         )
         columns = [self.decode_latents(trajectory[t]) for t in sorted(trajectory, reverse=True)]
         columns.append(self.decode_latents(final))
@@ -342,9 +408,10 @@ class LatentDiffusionModule(L.LightningModule):
     def sample_grid(self, samples_per_class: int, guidance_scale: float, seed: int = 0) -> Any:
         """(H', W', 3) uint8 grid: one row per class (or rows of unconditional samples)."""
         generator = torch.Generator(device="cpu").manual_seed(seed)
+        sampler = self._ready(self.sampler.with_guidance(guidance_scale))
         if self.is_conditional:
             labels = torch.arange(self.num_classes).repeat_interleave(samples_per_class)  # (classes * n,)
-            images = self.sample(labels, generator=generator, sampler=self.sampler.with_guidance(guidance_scale))
-        else:
-            images = self.sample(None, num_samples=10 * samples_per_class, generator=generator)
+            images = self.sample(labels, generator=generator, sampler=sampler)
+        else:  # the scale is ignored without classes
+            images = self.sample(None, num_samples=10 * samples_per_class, generator=generator, sampler=sampler)
         return grid_uint8(images, nrow=samples_per_class, pad=self.hparams.image_pad)

@@ -55,6 +55,7 @@ def module_from_config(
         latent_shape=list(latent_shape),
         ema_decay=float(diffusion.ema_decay),
         ema_power=diffusion.get("ema_power"),
+        guide_at=diffusion.get("guide_at"),
         min_snr_gamma=diffusion.get("min_snr_gamma"),
         timestep_sampling=plain(diffusion.timestep_sampling) if diffusion.get("timestep_sampling") else None,
         channels_last=bool(diffusion.get("channels_last", False)),

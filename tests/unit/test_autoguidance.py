@@ -1,0 +1,159 @@
+"""Autoguidance: the sampler's arithmetic and rules, and the guide a stage-2 run keeps (its EMA at ``guide_at``)."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from tests.helpers.modules import diffusion_module
+from tests.unit.test_guidance import B, ToyDenoiser, _inputs, _sample
+from tinyldm.diffusion import DiffusionSampler
+from tinyldm.lit.diffusion_module import validate_guide_at
+from tinyldm.pipeline import LatentDiffusionPipeline
+from tinyldm.utils.checkpoints import require_stage, restore_module
+
+
+class ScaledToy(ToyDenoiser):
+    """A "weaker" toy model: the same kind of output, scaled, so the guide differs from the model."""
+
+    def __call__(self, x_t, t, context):
+        return 0.8 * super().__call__(x_t, t, context)
+
+
+# ------------------------------------------------------------------ the sampler
+def test_autoguidance_alone_is_the_papers_extrapolation_from_the_guide():
+    """s = 1, w: every step uses ``guide + w * (model - guide)`` (Karras et al. 2024, eq. 2)."""
+    model, guide, w = ToyDenoiser(), ScaledToy(), 2.5
+    autoguided = _sample(
+        DiffusionSampler(kind="ddim", steps=10, guidance_scale=1.0, autoguidance_scale=w),
+        0,
+        denoiser=model,
+        guide=guide,
+    )
+
+    def extrapolated(x_t, t, context):
+        return guide(x_t, t, context) + w * (model(x_t, t, context) - guide(x_t, t, context))
+
+    plain = _sample(DiffusionSampler(kind="ddim", steps=10, guidance_scale=1.0), 0, denoiser=extrapolated)
+    torch.testing.assert_close(autoguided, plain)
+
+
+def test_autoguidance_adds_to_classifier_free_guidance_and_the_guide_sees_the_conditional_batch():
+    guide = ScaledToy()
+    sampler = DiffusionSampler(
+        kind="ddim", steps=10, guidance_scale=3.0, autoguidance_scale=2.0, guidance_interval=[30, 60]
+    )
+    _, _, cond, _ = _inputs()
+    both = _sample(sampler, 0, guide=guide)
+    assert len(guide.calls) == 10  # every step, inside the CFG interval or not
+    assert all(x.shape[0] == B and torch.equal(context, cond) for x, _, context in guide.calls)
+    cfg_only = _sample(DiffusionSampler(kind="ddim", steps=10, guidance_scale=3.0, guidance_interval=[30, 60]), 0)
+    assert not torch.allclose(both, cfg_only)
+    # a guide identical to the model adds nothing
+    same = _sample(sampler, 0, guide=ToyDenoiser())
+    torch.testing.assert_close(same, cfg_only)
+
+
+def test_autoguidance_off_never_calls_the_guide_and_on_needs_one():
+    guide = ScaledToy()
+    off = _sample(DiffusionSampler(kind="dpmpp_2m", steps=5, guidance_scale=2.0), 0, guide=guide)
+    assert guide.calls == []
+    assert torch.equal(off, _sample(DiffusionSampler(kind="dpmpp_2m", steps=5, guidance_scale=2.0), 0))
+    with pytest.raises(ValueError, match=r"autoguidance_scale=2 needs a guide denoiser, and none was given"):
+        _sample(DiffusionSampler(kind="dpmpp_2m", steps=5, autoguidance_scale=2.0), 0)
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.0, -1.0, float("nan"), float("inf"), True, "2"])
+def test_autoguidance_scale_below_one_or_not_a_number_is_refused(scale):
+    with pytest.raises(ValueError, match=r"autoguidance_scale must be a (finite )?number in \[1, inf\)"):
+        DiffusionSampler(kind="ddim", steps=10, autoguidance_scale=scale)
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.25, True, "0.25"])
+def test_guide_at_outside_zero_one_is_refused_naming_it(fraction):
+    with pytest.raises(
+        ValueError, match=r"diffusion.guide_at=.* must be null \(no autoguidance guide\) or a number in \(0, 1\)"
+    ):
+        validate_guide_at(fraction)
+
+
+# ------------------------------------------------------------------ the guide a run keeps
+class RecordEma(L.Callback):
+    """The EMA weights as they stand after optimizer step ``step`` (read before the next step's batch)."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.state = step, None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.step and self.state is None:
+            self.state = {k: v.clone() for k, v in module.ema.module.state_dict().items()}
+
+
+def _fit(module, steps: int, callbacks=()):
+    latent_shape = module.latent_shape
+    data = TensorDataset(torch.randn(8, *latent_shape), torch.arange(8) % 10)
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=list(callbacks),
+    )
+    trainer.fit(module, DataLoader(data, batch_size=4))
+    return module
+
+
+def test_the_guide_is_the_ema_at_its_step_and_travels_in_the_checkpoint(compose, tmp_path):
+    cfg = compose(["debug=smoke", "model=ae"])
+    record = RecordEma(step=3)
+    module = _fit(diffusion_module(cfg, guide_at=0.5), steps=6, callbacks=[record])  # 0.5 x 6 steps: step 3
+
+    assert module.guide_ready and int(module.guide_taken_at) == 3
+    guide = module.guide.state_dict()
+    assert guide.keys() == record.state.keys()
+    for key in guide:
+        assert torch.equal(guide[key], record.state[key]), key
+    final = module.ema.module.state_dict()
+    assert any(not torch.equal(guide[k], final[k]) for k in guide if guide[k].is_floating_point())
+    assert not any(p.requires_grad for p in module.guide.parameters())
+
+    path = tmp_path / "guided.ckpt"
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "tinyldm": {"stage": "diffusion", "version": "test"},
+        },
+        path,
+    )
+    restored = restore_module(type(module), require_stage(path, "diffusion"), path)
+    assert restored.guide_ready and int(restored.guide_taken_at) == 3
+    pipeline = LatentDiffusionPipeline(restored.eval())
+    labels = pipeline.labels(1, classes=[3, 7])
+    sampler = DiffusionSampler(kind="dpmpp_2m", steps=4, guidance_scale=1.5)
+    plain = pipeline.generate(labels, sampler, seed=0)
+    autoguided = pipeline.generate(
+        labels, DiffusionSampler(kind="dpmpp_2m", steps=4, guidance_scale=1.5, autoguidance_scale=2.0), seed=0
+    )
+    assert autoguided.shape == plain.shape and torch.isfinite(autoguided).all()
+    assert not torch.equal(autoguided, plain)
+
+
+def test_autoguidance_without_a_guide_is_refused_before_any_sampling(compose):
+    cfg = compose(["debug=smoke", "model=ae"])
+    autoguided = DiffusionSampler(kind="dpmpp_2m", steps=4, autoguidance_scale=2.0)
+    no_guide = LatentDiffusionPipeline(diffusion_module(cfg).eval())
+    with pytest.raises(ValueError, match=r"trained without one \(diffusion.guide_at=null\)"):
+        no_guide.generate(no_guide.labels(1), autoguided)
+
+    untaken = diffusion_module(compose(["debug=smoke", "model=ae", "sampler.autoguidance_scale=2"]), guide_at=0.25)
+    assert untaken.sampler.uses_guide
+    with pytest.raises(ValueError, match=r"training has not yet reached the step it is taken at"):
+        LatentDiffusionPipeline(untaken.eval()).generate(no_guide.labels(1), autoguided)
+    # a grid drawn during training, before the guide is taken, samples without autoguidance instead
+    grid = untaken.sample_grid(samples_per_class=1, guidance_scale=1.5)
+    assert grid.ndim == 3 and grid.dtype.name == "uint8"
