@@ -46,6 +46,7 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     assert metrics["autoencoder_reused"] is False
     assert metrics["dataset"] == "mnist" and metrics["dataset_source"].startswith("bundled")
     assert metrics["ldm/val/loss"] > 0
+    assert metrics["eval/autoguidance_scale"] == 2.0  # the main job samples with autoguidance
 
     second = tmp_path / "second"  # in-process: the same task the script runs, without a second interpreter start
     from tinyldm.tasks import train
@@ -77,6 +78,7 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     from tinyldm.pipeline import LatentDiffusionPipeline
 
     model = LatentDiffusionPipeline.from_checkpoint(first / "checkpoints" / "diffusion.ckpt").model
+    assert model.guide_ready and 0 < int(model.guide_taken_at) < int(metrics["ldm/steps"])  # its guide came along
     labels = torch.tensor([0, 3, 7])
     a = model.sample(labels, generator=torch.Generator().manual_seed(0))
     b = model.sample(labels, generator=torch.Generator().manual_seed(0))

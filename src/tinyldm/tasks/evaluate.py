@@ -88,6 +88,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics.update(
         {
             "guidance_scale": sampler.get("guidance_scale"),
+            "autoguidance_scale": sampler.get("autoguidance_scale", 1.0 if sampler else None),  # older files: off
             "sampler_steps": sampler.get("steps"),
             "sampler_kind": sampler.get("kind"),
         }
