@@ -51,6 +51,11 @@ def test_autoguidance_adds_to_classifier_free_guidance_and_the_guide_sees_the_co
     assert all(x.shape[0] == B and torch.equal(context, cond) for x, _, context in guide.calls)
     cfg_only = _sample(DiffusionSampler(kind="ddim", steps=10, guidance_scale=3.0, guidance_interval=[30, 60]), 0)
     assert not torch.allclose(both, cfg_only)
+    # a guide with its own conditioner reads the conditions through its own tokens
+    own = torch.randn_like(cond)
+    guide.calls.clear()
+    _sample(sampler, 0, guide=guide, guide_context=own)
+    assert len(guide.calls) == 10 and all(torch.equal(context, own) for _, _, context in guide.calls)
     # a guide identical to the model adds nothing
     same = _sample(sampler, 0, guide=ToyDenoiser())
     torch.testing.assert_close(same, cfg_only)
@@ -141,6 +146,15 @@ def test_the_guide_is_the_ema_at_its_step_and_travels_in_the_checkpoint(compose,
     )
     assert autoguided.shape == plain.shape and torch.isfinite(autoguided).all()
     assert not torch.equal(autoguided, plain)
+
+    # the guide's class tokens are its snapshot's, not the final model's, and it reads the labels through them
+    seen = []
+    restored.guide.register_forward_hook(lambda module, args, output: seen.append(args[2].clone()))
+    pipeline.generate(labels, DiffusionSampler(kind="dpmpp_2m", steps=2, autoguidance_scale=2.0), seed=0)
+    own, _ = restored.guide.context(labels, len(labels), drop_labels=False)  # (2, K, D)
+    final, _ = restored.ema.module.context(labels, len(labels), drop_labels=False)
+    assert not torch.equal(own, final)
+    assert len(seen) == 2 and all(torch.equal(context, own) for context in seen)
 
 
 def test_autoguidance_without_a_guide_is_refused_before_any_sampling(compose):

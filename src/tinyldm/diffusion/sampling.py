@@ -179,6 +179,8 @@ class DiffusionSampler:
         cond_mask: Tensor | None = None,
         uncond_mask: Tensor | None = None,
         guide: Denoiser | None = None,
+        guide_context: Tensor | None = None,
+        guide_mask: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, dict[int, Tensor]]:
         """Draw samples by running the reverse process from pure noise.
 
@@ -205,6 +207,9 @@ class DiffusionSampler:
                 ``denoiser(x_t, t, context, context_mask)``.
             guide: the weaker denoiser autoguidance extrapolates away from, called like ``denoiser`` on
                 the conditional batch; required when :attr:`uses_guide`, unused otherwise.
+            guide_context, guide_mask: ``(B, L', D')`` / ``(B, L')``: the same conditions as the guide's
+                own conditioner encodes them (a guide with its own conditioner weights reads its own
+                tokens); ``None``: the guide reads ``cond_context`` and ``cond_mask``.
 
         Returns:
             The final ``x0`` ``(B, C, H, W)`` in float32, or ``(x0, {t: x0_hat_t})`` if
@@ -225,6 +230,9 @@ class DiffusionSampler:
                 f"autoguidance_scale={self.autoguidance_scale:g} needs a guide denoiser, and none was given; "
                 "set autoguidance_scale=1 (off) or pass the guide"
             )
+        if guide_context is None:
+            guide_context, guide_mask = cond_context, cond_mask
+        guide_conditioning = (guide_context,) if guide_mask is None else (guide_context, guide_mask)
 
         solver = self.build_solver(schedule)
         device = cond_context.device
@@ -246,7 +254,7 @@ class DiffusionSampler:
             else:
                 pred_cond = model_output = denoiser(x, t_batch, *conditioning)  # (B, C, H, W)
             if self.uses_guide:
-                pred_guide = guide(x, t_batch, *conditioning)  # (B, C, H, W)
+                pred_guide = guide(x, t_batch, *guide_conditioning)  # (B, C, H, W)
                 model_output = autoguided_prediction(model_output, pred_cond, pred_guide, self.autoguidance_scale)
             out = solver.step(model_output, t, x, generator=generator)
             x = out.prev_sample  # (B, C, H, W)

@@ -372,6 +372,8 @@ class LatentDiffusionModule(L.LightningModule):
         guide = self.guide_for(sampler)
         denoiser = self.ema.module.eval()
         cond, cond_mask = denoiser.context(labels, batch, drop_labels=False)  # (B, K, D), (B, K) or None
+        # the guide's conditioner is its own snapshot too: it reads the labels through its own tokens
+        guide_cond, guide_mask = guide.context(labels, batch, drop_labels=False) if guide is not None else (None, None)
         # None tells the sampler the model is unconditional: it samples with ``cond`` alone, whatever its scale
         uncond, uncond_mask = denoiser.unconditional_context(batch) if self.is_conditional else (None, None)
         shape = (batch, *self.latent_shape)
@@ -385,6 +387,8 @@ class LatentDiffusionModule(L.LightningModule):
             cond_mask=cond_mask,
             uncond_mask=uncond_mask,
             guide=guide,
+            guide_context=guide_cond,
+            guide_mask=guide_mask,
             **options,
         )
 
