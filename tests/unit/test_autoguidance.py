@@ -166,7 +166,7 @@ def test_autoguidance_without_a_guide_is_refused_before_any_sampling(compose):
 
     untaken = diffusion_module(compose(["debug=smoke", "model=ae", "sampler.autoguidance_scale=2"]), guide_at=0.25)
     assert untaken.sampler.uses_guide
-    with pytest.raises(ValueError, match=r"training has not yet reached the step it is taken at"):
+    with pytest.raises(ValueError, match=r"it was never taken: training has not reached its step"):
         LatentDiffusionPipeline(untaken.eval()).generate(no_guide.labels(1), autoguided)
     # a grid drawn during training, before the guide is taken, samples without autoguidance instead
     grid = untaken.sample_grid(samples_per_class=1, guidance_scale=1.5)

@@ -172,6 +172,23 @@ class LatentDiffusionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stamp(checkpoint, STAGE, self.loggers)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming (``ckpt_path``) with a config whose ``guide_at`` differs from the checkpoint's run.
+
+        A checkpoint without a guide, resumed with ``guide_at`` set, gets this module's untaken guide
+        (taken when training reaches its step; :meth:`on_train_start` refuses a run already past it). A
+        checkpoint's guide, resumed with ``guide_at=null``, is left out, as the config asks.
+        """
+        state = checkpoint.get("state_dict", {})
+        has_guide = "guide_taken_at" in state
+        if self.guide is not None and not has_guide:
+            state.update({f"guide.{key}": value for key, value in self.guide.state_dict().items()})
+            state["guide_taken_at"] = torch.tensor(-1, dtype=torch.long)
+        elif self.guide is None and has_guide:
+            for key in [key for key in state if key == "guide_taken_at" or key.startswith("guide.")]:
+                del state[key]
+            log.info("The checkpoint's autoguidance guide is not kept: diffusion.guide_at is null")
+
     @property
     def num_classes(self) -> int:
         return int(getattr(self.denoiser.conditioner, "num_classes", 0))
@@ -255,6 +272,13 @@ class LatentDiffusionModule(L.LightningModule):
                 total,
                 f" (taken at step {int(self.guide_taken_at)})" if self.guide_ready else "",
             )
+            if not self.guide_ready and self.global_step >= self._guide_step and self.sampler.uses_guide:
+                raise ValueError(
+                    f"this run resumes at optimizer step {self.global_step} from a checkpoint without an autoguidance "
+                    f"guide, past step {self._guide_step} where diffusion.guide_at={self.hparams.guide_at} takes it, "
+                    f"so it could not sample with sampler.autoguidance_scale={self.sampler.autoguidance_scale:g}; "
+                    "resume with diffusion.guide_at=null sampler.autoguidance_scale=1, or train from the start"
+                )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Average after each optimizer step (not each micro-batch: their weights are the same)."""
@@ -354,7 +378,7 @@ class LatentDiffusionModule(L.LightningModule):
         why = (
             "this model was trained without one (diffusion.guide_at=null)"
             if self.guide is None
-            else f"training has not yet reached the step it is taken at ({self._guide_step})"
+            else "it was never taken: training has not reached its step, or resumed past it without one"
         )
         raise ValueError(
             f"sampler.autoguidance_scale={sampler.autoguidance_scale:g} needs the model's autoguidance guide, "
