@@ -22,7 +22,7 @@ from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
 from tinyldm.diffusion.timestep_sampling import TimestepSampling
 from tinyldm.lit.autoencoder_module import AutoencoderModule
-from tinyldm.lit.diffusion_module import validate_ema, validate_guide_at
+from tinyldm.lit.ema import validate_ema, validate_guide_at
 from tinyldm.utils.checkpoints import require_stage, restore_module
 from tinyldm.utils.instantiate import build
 

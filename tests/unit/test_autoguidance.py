@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tests.helpers.modules import diffusion_module
 from tests.unit.test_guidance import B, ToyDenoiser, _inputs, _sample
 from tinyldm.diffusion import DiffusionSampler
-from tinyldm.lit.diffusion_module import validate_guide_at
+from tinyldm.lit.ema import validate_guide_at
 from tinyldm.pipeline import LatentDiffusionPipeline
 from tinyldm.utils.checkpoints import require_stage, restore_module
 

@@ -9,7 +9,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.helpers.modules import diffusion_module
-from tinyldm.lit.diffusion_module import ema_with_warmup, power_function_ema, validate_ema
+from tinyldm.lit.ema import ema_with_warmup, power_function_ema, validate_ema
 
 
 def test_accumulated_micro_batches_draw_different_noise_and_ema_follows_optimizer_steps(compose):
