@@ -215,6 +215,7 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 rows use TF32 tensor cores, as Lightning users usually do
         torch.backends.cudnn.allow_tf32 = True
 
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     rows = []
     for precision, batch, compiled, channels_last in itertools.product(
         args.precisions, args.batches, args.compile, args.channels_last
@@ -226,10 +227,10 @@ def main() -> None:
             )
         )
         print(rows[-1], flush=True)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    markdown = table(rows, name, peak_tflops(device, args.peak_tflops), args.sample_steps)
-    write_json(args.out / "throughput.json", {"device": name, "rows": rows})
-    write_text(args.out / "throughput.md", markdown)
+        # written after every row: a session cut short by its deadline keeps the rows it measured
+        markdown = table(rows, name, peak_tflops(device, args.peak_tflops), args.sample_steps)
+        write_json(args.out / "throughput.json", {"device": name, "rows": rows})
+        write_text(args.out / "throughput.md", markdown)
     print(markdown)
 
 
