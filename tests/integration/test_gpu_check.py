@@ -67,3 +67,45 @@ def test_gpu_check_refuses_a_missing_data_folder(tmp_path):
     )
     assert result.returncode == 2 and "nope is not a folder" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_gpu_check_refuses_a_bad_deadline_before_any_work(tmp_path):
+    data = tmp_path / "fashion"
+    data.mkdir()
+    result = subprocess.run(
+        [
+            "bash",
+            str(REPO / "scripts" / "gpu_check.sh"),
+            "--smoke",
+            "--data",
+            str(data),
+            "--deadline",
+            "0",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--deadline must be a whole number of seconds > 0, got '0'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpu_check_skips_the_parts_it_has_no_time_for_and_says_so(tmp_path):
+    data, out = tmp_path / "fashion", tmp_path / "out"
+    _write_small_fashion(data)
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--smoke", "--data", str(data), "--deadline", "1", str(out)],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    parts = (out / "parts.txt").read_text()
+    assert result.returncode == 1 and "pytest_gpu(skipped)" in result.stderr
+    for name in ("pytest_gpu", "fashion", "throughput"):
+        assert f"{name}: skipped, no time left before the deadline" in parts
+    assert not (out / "fashion").exists()
