@@ -16,3 +16,15 @@ def diffusion_module(cfg: DictConfig, latent_shape: Sequence[int] = (4, 8, 8), s
     cfg = OmegaConf.merge(cfg, {"diffusion": diffusion}) if diffusion else cfg
     torch.manual_seed(seed)
     return module_from_config(cfg, latent_shape)
+
+
+def save_diffusion_checkpoint(module, path) -> None:
+    """Write ``module`` as a stage-stamped stage-2 checkpoint: what a run's ``diffusion.ckpt`` holds."""
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "tinyldm": {"stage": "diffusion", "version": "test"},
+        },
+        path,
+    )

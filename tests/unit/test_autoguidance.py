@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.helpers.modules import diffusion_module
+from tests.helpers.modules import diffusion_module, save_diffusion_checkpoint
 from tests.unit.test_guidance import B, ToyDenoiser, _inputs, _sample
 from tinyldm.diffusion import DiffusionSampler
 from tinyldm.lit.ema import validate_guide_at
@@ -96,9 +96,9 @@ class RecordEma(L.Callback):
             self.state = {k: v.clone() for k, v in module.ema.module.state_dict().items()}
 
 
-def _fit(module, steps: int, callbacks=()):
-    latent_shape = module.latent_shape
-    data = TensorDataset(torch.randn(8, *latent_shape), torch.arange(8) % 10)
+def _fit(module, steps: int, callbacks=(), ckpt_path=None, save_to=None):
+    """Fit ``module`` for ``steps`` optimizer steps (from ``ckpt_path`` if given); save to ``save_to`` if given."""
+    data = TensorDataset(torch.randn(8, *module.latent_shape), torch.arange(8) % 10)
     trainer = L.Trainer(
         max_steps=steps,
         logger=False,
@@ -108,7 +108,9 @@ def _fit(module, steps: int, callbacks=()):
         limit_val_batches=0,
         callbacks=list(callbacks),
     )
-    trainer.fit(module, DataLoader(data, batch_size=4))
+    trainer.fit(module, DataLoader(data, batch_size=4), ckpt_path=ckpt_path)
+    if save_to is not None:
+        trainer.save_checkpoint(save_to)
     return module
 
 
@@ -127,14 +129,7 @@ def test_the_guide_is_the_ema_at_its_step_and_travels_in_the_checkpoint(compose,
     assert not any(p.requires_grad for p in module.guide.parameters())
 
     path = tmp_path / "guided.ckpt"
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "tinyldm": {"stage": "diffusion", "version": "test"},
-        },
-        path,
-    )
+    save_diffusion_checkpoint(module, path)
     restored = restore_module(type(module), require_stage(path, "diffusion"), path)
     assert restored.guide_ready and int(restored.guide_taken_at) == 3
     pipeline = LatentDiffusionPipeline(restored.eval())
@@ -171,3 +166,31 @@ def test_autoguidance_without_a_guide_is_refused_before_any_sampling(compose):
     # a grid drawn during training, before the guide is taken, samples without autoguidance instead
     grid = untaken.sample_grid(samples_per_class=1, guidance_scale=1.5)
     assert grid.ndim == 3 and grid.dtype.name == "uint8"
+
+
+class StopAt(L.Callback):
+    """Stops training after optimizer step ``step``: a run killed part-way through its budget."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        trainer.should_stop = trainer.global_step >= self.step
+
+
+def test_resuming_a_guideless_run_past_the_guide_step_is_refused_before_training_on(compose, tmp_path):
+    """A run trained without a guide, resumed with one asked for after its step has passed, cannot take it."""
+    smoke = compose(["debug=smoke", "model=ae"])
+    guideless = _fit(diffusion_module(smoke), 8, callbacks=[StopAt(4)], save_to=tmp_path / "no_guide.ckpt")
+    assert guideless.guide is None and guideless.global_step == 4
+
+    autoguided = compose(["debug=smoke", "model=ae", "sampler.autoguidance_scale=2"])
+    late = diffusion_module(autoguided, guide_at=0.25)  # 0.25 x 8 steps: step 2, already passed at step 4
+    with pytest.raises(ValueError, match=r"resumes at optimizer step 4 .* past step 2 where diffusion.guide_at=0.25"):
+        _fit(late, 8, ckpt_path=tmp_path / "no_guide.ckpt", save_to=tmp_path / "late.ckpt")
+    assert not (tmp_path / "late.ckpt").exists()
+
+    # resumed before its step, the guide is added untaken and taken when training reaches the step
+    early = diffusion_module(autoguided, guide_at=0.75)  # 0.75 x 8 steps: step 6, ahead of step 4
+    _fit(early, 8, ckpt_path=tmp_path / "no_guide.ckpt")
+    assert early.guide_ready and int(early.guide_taken_at) == 6

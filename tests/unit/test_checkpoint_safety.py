@@ -156,19 +156,12 @@ def test_previous_release_clip_sample_keeps_its_effect_or_is_refused(tmp_path):
 
 def test_current_checkpoint_hyper_parameters_restore(compose, tmp_path):
     """What a run writes now (scheduler: a NoiseSchedule config) passes the target check and rebuilds its parts."""
-    from tests.helpers.modules import diffusion_module
+    from tests.helpers.modules import diffusion_module, save_diffusion_checkpoint
 
     module = diffusion_module(compose(["debug=smoke", "model=ae"]))
     assert module.hparams.scheduler["_target_"] == "tinyldm.diffusion.NoiseSchedule"
     path = tmp_path / "current.ckpt"
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "tinyldm": {"stage": "diffusion", "version": "test"},
-        },
-        path,
-    )
+    save_diffusion_checkpoint(module, path)
     restored = _restore_diffusion(path)
     assert restored.noise_schedule.config == module.noise_schedule.config
     assert restored.sampler == module.sampler
