@@ -80,3 +80,20 @@ def test_rerun_into_an_existing_run_directory_is_refused(compose, tmp_path):
     with pytest.raises(FileExistsError, match="already holds a run.*resume=true"):
         train.run(compose(["stage=autoencoder", "debug=smoke", "logger=none"]))
     assert (run_dir / "checkpoints" / "autoencoder.ckpt").read_bytes() == b"the earlier run's stage 1"
+
+
+@pytest.mark.parametrize("stage, key", [("diffusion", "diffusion"), ("autoencoder", "model.training")])
+def test_a_step_budget_past_the_saved_schedule_is_refused_before_any_work(compose, tmp_path, stage, key):
+    """The one-cycle schedule ends where the saved run's budget did: torch would stop the run there, late."""
+    from tinyldm.tasks import train
+    from tinyldm.training.resume import find_resume_checkpoint
+
+    path = tmp_path / "last.ckpt"
+    saved = {"state_dict": {}, "optimizer_states": [{}], "lr_schedulers": [{"total_steps": 10}], "loops": {}}
+    torch.save({**saved, "epoch": 0, "global_step": 5, "tinyldm": {"stage": stage, "version": "test"}}, path)
+    with pytest.raises(ValueError, match=rf"{key}.max_steps=20 runs past .* ends after 10 optimizer steps: resume"):
+        train.run(compose(["model=ae", "logger=none", f"{key}.max_steps=20", f"ckpt_path={path}"]))
+    assert not (tmp_path / "run").exists()
+
+    same = find_resume_checkpoint(compose(["model=ae", f"{key}.max_steps=10", f"ckpt_path={path}"]), tmp_path / "run")
+    assert same is not None and same.stage == stage

@@ -95,5 +95,26 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> ResumePoint | None
         )
     if stage == "diffusion" and cfg.stage == "autoencoder":
         raise ValueError(f"ckpt_path={str(path)!r} is a diffusion checkpoint but stage=autoencoder")
+    refuse_a_budget_past_the_schedule(checkpoint, stage, cfg, path)
     log.info("Resuming the %s stage from %s", stage, path)
     return ResumePoint(path, stage, wandb_run_id(checkpoint))
+
+
+def refuse_a_budget_past_the_schedule(checkpoint: dict, stage: str, cfg: DictConfig, path: Path) -> None:
+    """A resumed stage may not run past the end of the learning-rate schedule it was saved with.
+
+    The one-cycle schedule is sized to the stage's step budget when training starts, and a resume
+    restores it as it was. Resumed with a larger ``max_steps``, torch would stop the run with "Tried to
+    step N times" at the old budget's end, after all the work up to there; this says so up front.
+    """
+    key, section = ("diffusion", cfg.diffusion) if stage == "diffusion" else ("model.training", cfg.model.training)
+    budget = section.get("max_steps")
+    ends = [
+        s["total_steps"] for s in checkpoint.get("lr_schedulers") or [] if isinstance(s, dict) and "total_steps" in s
+    ]
+    if budget is not None and ends and int(budget) > int(ends[0]):
+        raise ValueError(
+            f"{key}.max_steps={budget} runs past the learning-rate schedule of {str(path)!r}, which ends after "
+            f"{ends[0]} optimizer steps: resume with {key}.max_steps={ends[0]} or fewer, or start a new run "
+            "(stage=diffusion autoencoder_ckpt=... keeps its stage 1)"
+        )
