@@ -18,17 +18,22 @@ def _write_small_fashion(root):
         write_idx(root / f"{split}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
 
 
-def test_gpu_check_smoke_runs_every_part_and_writes_its_results(tmp_path):
-    data, out = tmp_path / "fashion", tmp_path / "out"
-    _write_small_fashion(data)
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--smoke", "--data", str(data), str(out)],
+def _gpu_check(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    """scripts/gpu_check.sh --smoke ARGS, as a user runs it."""
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--smoke", *args],
         cwd=REPO,
         env=subprocess_env(),
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=timeout,
     )
+
+
+def test_gpu_check_smoke_runs_every_part_and_writes_its_results(tmp_path):
+    data, out = tmp_path / "fashion", tmp_path / "out"
+    _write_small_fashion(data)
+    result = _gpu_check("--data", str(data), str(out), timeout=400)
     logs = "\n".join(
         f"{p.name}:\n{p.read_text()[-2000:]}" for p in sorted(out.glob("*.log")) + sorted(out.glob("*.txt"))
     )
@@ -50,21 +55,7 @@ def test_gpu_check_smoke_runs_every_part_and_writes_its_results(tmp_path):
 
 
 def test_gpu_check_refuses_a_missing_data_folder(tmp_path):
-    result = subprocess.run(
-        [
-            "bash",
-            str(REPO / "scripts" / "gpu_check.sh"),
-            "--smoke",
-            "--data",
-            str(tmp_path / "nope"),
-            str(tmp_path / "out"),
-        ],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _gpu_check("--data", str(tmp_path / "nope"), str(tmp_path / "out"), timeout=60)
     assert result.returncode == 2 and "nope is not a folder" in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -72,23 +63,7 @@ def test_gpu_check_refuses_a_missing_data_folder(tmp_path):
 def test_gpu_check_refuses_a_bad_deadline_before_any_work(tmp_path):
     data = tmp_path / "fashion"
     data.mkdir()
-    result = subprocess.run(
-        [
-            "bash",
-            str(REPO / "scripts" / "gpu_check.sh"),
-            "--smoke",
-            "--data",
-            str(data),
-            "--deadline",
-            "0",
-            str(tmp_path / "out"),
-        ],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _gpu_check("--data", str(data), "--deadline", "0", str(tmp_path / "out"), timeout=60)
     assert result.returncode == 2 and "--deadline must be a whole number of seconds > 0, got '0'" in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -96,14 +71,7 @@ def test_gpu_check_refuses_a_bad_deadline_before_any_work(tmp_path):
 def test_gpu_check_skips_the_parts_it_has_no_time_for_and_says_so(tmp_path):
     data, out = tmp_path / "fashion", tmp_path / "out"
     _write_small_fashion(data)
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--smoke", "--data", str(data), "--deadline", "1", str(out)],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _gpu_check("--data", str(data), "--deadline", "1", str(out), timeout=120)
     parts = (out / "parts.txt").read_text()
     assert result.returncode == 1 and "pytest_gpu(skipped)" in result.stderr
     for name in ("pytest_gpu", "fashion", "throughput"):
