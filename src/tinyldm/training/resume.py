@@ -113,8 +113,9 @@ def refuse_a_budget_past_the_schedule(checkpoint: dict, stage: str, cfg: DictCon
         s["total_steps"] for s in checkpoint.get("lr_schedulers") or [] if isinstance(s, dict) and "total_steps" in s
     ]
     if budget is not None and ends and int(budget) > int(ends[0]):
+        keep_stage1 = " (stage=diffusion autoencoder_ckpt=<run>/checkpoints/autoencoder.ckpt keeps its stage 1)"
         raise ValueError(
             f"{key}.max_steps={budget} runs past the learning-rate schedule of {str(path)!r}, which ends after "
-            f"{ends[0]} optimizer steps: resume with {key}.max_steps={ends[0]} or fewer, or start a new run "
-            "(stage=diffusion autoencoder_ckpt=... keeps its stage 1)"
+            f"{ends[0]} optimizer steps: resume with {key}.max_steps={ends[0]} or fewer, or start a new run"
+            + (keep_stage1 if stage == "diffusion" else "")
         )
