@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Screen sampler settings for the main job on a GPU, where a run takes a minute instead of eight:
+#   1. the MNIST main job (the CPU recipe unchanged, `trainer=gpu trainer.precision=32-true`) for
+#      each seed                                  -> mnist_s<seed>/, train_s<seed>_wall_seconds.txt
+#   2. `evaluate.py -m` on each checkpoint over guidance s x autoguidance w (1,000 samples per point,
+#      the seed-0 split as reference, as the README's lever sweeps)       -> grid_s<seed>/summary.csv
+#   3. with time left: the same job with other guide snapshots (diffusion.guide_at), scored by
+#      the end-of-training evaluation at the default setting          -> guide<at>_s<seed>/metrics.json
+#
+#   scripts/gpu_guidance_grid.sh [OUT]   (env: SEEDS="0 1", SCALES=1.75,2,2.25,2.5, AUTO=2,3,4,
+#                                          GUIDE_AT="0.15 0.4", DEADLINE=520 seconds for the whole script,
+#                                          TRAIN="" overrides added to every training run, e.g.
+#                                          TRAIN="diffusion.max_steps=1040"; GUIDE_AT="" skips part 3)
+#
+# Every part runs even if an earlier one failed; the exit status is 1 if any failed or was skipped.
+# The quality of a 520-step model does not depend on the card, only its time does, so this picks
+# what the CPU should confirm; the figures that README's targets are judged on are CPU runs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-${OUT:-outputs/gpu_guidance_grid}}"
+seeds="${SEEDS:-0 1}"
+scales="${SCALES:-1.75,2,2.25,2.5}"
+auto="${AUTO:-2,3,4}"
+guide_at="${GUIDE_AT-0.15 0.4}"
+deadline="${DEADLINE:-520}"
+read -r -a train_extra <<< "${TRAIN:-}"
+if ! [[ "$deadline" =~ ^[1-9][0-9]*$ ]]; then
+  echo "DEADLINE must be a whole number of seconds > 0, got '$deadline'" >&2
+  exit 2
+fi
+mkdir -p "$out"
+failed=()
+end=$(( $(date +%s) + deadline ))
+common=(model=vqvae +experiment=mnist_cond trainer=gpu trainer.precision=32-true dataset.source=bundled
+  logger=csv "paths.cache_dir=$out/cache" "${train_extra[@]}")
+
+# timed NAME CMD...: run CMD under timeout (the seconds left), log its exit status and wall time
+timed() {
+  local name="$1"; shift
+  local left=$(( end - $(date +%s) ))
+  if (( left < 20 )); then
+    echo "$name: skipped, no time left before the deadline" >> "$out/parts.txt"
+    failed+=("$name(skipped)")
+    return
+  fi
+  local start rc
+  start=$(date +%s.%N)
+  timeout --kill-after=10 "$left" "$@" > "$out/$name.log" 2>&1
+  rc=$?
+  local seconds
+  seconds=$(python -c "print(round($(date +%s.%N) - $start, 1))")
+  echo "$name: exit $rc after $seconds s" >> "$out/parts.txt"
+  echo "$seconds" > "$out/${name}_wall_seconds.txt"
+  if (( rc != 0 )); then failed+=("$name(exit $rc)"); fi
+}
+
+for seed in $seeds; do
+  timed "train_s$seed" python train.py "${common[@]}" "seed=$seed" "hydra.run.dir=$out/mnist_s$seed"
+done
+for seed in $seeds; do
+  ckpt="$out/mnist_s$seed/checkpoints/diffusion.ckpt"
+  if [[ ! -f "$ckpt" ]]; then
+    echo "grid_s$seed: skipped, no checkpoint $ckpt" >> "$out/parts.txt"
+    failed+=("grid_s$seed(skipped)")
+    continue
+  fi
+  timed "grid_s$seed" python evaluate.py -m "ckpt=$ckpt" dataset=mnist dataset.source=bundled seed=0 \
+    "sampler.guidance_scale=$scales" "sampler.autoguidance_scale=$auto" "paths.cache_dir=$out/cache" \
+    "hydra.sweep.dir=$out/grid_s$seed"
+done
+for at in $guide_at; do
+  for seed in $seeds; do
+    timed "guide${at}_s$seed" python train.py "${common[@]}" "seed=$seed" "diffusion.guide_at=$at" \
+      "hydra.run.dir=$out/guide${at}_s$seed"
+  done
+done
+if (( ${#failed[@]} )); then
+  echo "not done: ${failed[*]} (see $out/parts.txt)" >&2
+  exit 1
+fi
