@@ -63,3 +63,23 @@ class RecordSampleOrder(L.Callback):
         path = Path(self.folder) / f"rank{trainer.global_rank}-epoch{trainer.current_epoch}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(indices))
+
+
+class RecordTrainLosses(L.Callback):
+    """Write, per stage and rank, the last epoch's step losses and the epoch means the module logged (to ``folder``)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.losses: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.losses = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("train/loss_epoch")}
+        path = Path(self.folder) / f"{type(pl_module).__name__}-rank{trainer.global_rank}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"losses": self.losses, "logged": logged}))

@@ -10,7 +10,7 @@ from tests.helpers.runs import path_overrides, read_metrics, run_script
 
 def test_ddp_cpu_whole_pipeline_writes_one_evaluated_run(tmp_path):
     """Both stages and the end-of-training evaluation under 2-process DDP; each rank its own stage-2 shard."""
-    run_dir, orders = tmp_path / "run", tmp_path / "orders"
+    run_dir, orders, losses = tmp_path / "run", tmp_path / "orders", tmp_path / "losses"
     run_script(
         "train.py",
         [
@@ -21,6 +21,8 @@ def test_ddp_cpu_whole_pipeline_writes_one_evaluated_run(tmp_path):
             "diffusion.grid.every_n_steps=0",
             "+callbacks.order._target_=tests.helpers.callbacks.RecordSampleOrder",
             f"+callbacks.order.folder={orders}",
+            "+callbacks.losses._target_=tests.helpers.callbacks.RecordTrainLosses",
+            f"+callbacks.losses.folder={losses}",
             *path_overrides(tmp_path),
         ],
         run_dir,
@@ -49,6 +51,15 @@ def test_ddp_cpu_whole_pipeline_writes_one_evaluated_run(tmp_path):
         assert len(order[0, epoch]) == len(order[1, epoch]) == 128
     for rank in (0, 1):  # and reshuffle every epoch
         assert order[rank, 0] != order[rank, 1]
+
+    # the epoch's training loss is the mean over both ranks' steps, the same figure on each rank
+    stages = (("AutoencoderModule", "ae/train/loss_epoch"), ("LatentDiffusionModule", "ldm/train/loss_epoch"))
+    for module, key in stages:
+        ranks = [json.loads((losses / f"{module}-rank{rank}.json").read_text()) for rank in (0, 1)]
+        steps = ranks[0]["losses"] + ranks[1]["losses"]
+        assert len(ranks[0]["losses"]) == len(ranks[1]["losses"]) > 0 and ranks[0]["losses"] != ranks[1]["losses"]
+        assert ranks[0]["logged"][key] == ranks[1]["logged"][key]
+        assert math.isclose(ranks[0]["logged"][key], sum(steps) / len(steps), rel_tol=1e-5)
 
 
 def test_bf16_mixed_on_cpu_keeps_losses_finite(tmp_path):

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from tinyldm.autoencoders.base import Autoencoder
@@ -50,6 +51,9 @@ class AutoencoderModule(L.LightningModule):
         # metrics on the original 28x28 content, on the [0, 1] scale
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        # the epoch's mean training losses over every rank (torchmetrics syncs them once, at epoch end);
+        # the per-step values stay each rank's own, so DDP adds no collective to a training step
+        self.train_loss, self.train_rec_loss = MeanMetric(), MeanMetric()
         self._code_counts: torch.Tensor | None = None
         self._grid_batch: torch.Tensor | None = None
 
@@ -58,11 +62,17 @@ class AutoencoderModule(L.LightningModule):
         out = self.autoencoder(images)
         reconstruction = self.reconstruction_loss(out.reconstruction.float(), images.float())
         loss = reconstruction + sum(out.losses.values(), torch.zeros((), device=images.device))
-        on_step = split == "train"
-        self.log(f"ae/{split}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, sync_dist=not on_step)
-        self.log(f"ae/{split}/rec_loss", reconstruction, on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        if split == "train":
+            self.train_loss(loss.detach())
+            self.train_rec_loss(reconstruction.detach())
+            self.log("ae/train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
+            self.log("ae/train/rec_loss", self.train_rec_loss, on_step=True, on_epoch=True)
+        else:
+            self.log(f"ae/{split}/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
+            self.log(f"ae/{split}/rec_loss", reconstruction, on_epoch=True, sync_dist=True)
         for name, value in {**out.losses, **{k: v for k, v in out.stats.items() if v.ndim == 0}}.items():
-            self.log(f"ae/{split}/{name}", value, on_step=False, on_epoch=True, sync_dist=not on_step)
+            # epoch-level only, so the sync across ranks happens once, at epoch end
+            self.log(f"ae/{split}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
         return loss, out
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

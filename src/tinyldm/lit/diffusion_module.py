@@ -17,6 +17,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
+from torchmetrics import MeanMetric
 
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.denoiser import ConditionalDenoiser
@@ -95,6 +96,9 @@ class LatentDiffusionModule(L.LightningModule):
         self.sampler: DiffusionSampler = build(dict(sampler), **legacy_sampler_settings)
         self._legacy_sampler_settings = legacy_sampler_settings  # any sampler used on this model must keep them
         self._ema_step = 0  # the optimizer step the EMA last averaged
+        # the epoch's mean training loss over every rank (torchmetrics syncs it once, at epoch end); the
+        # per-step value stays each rank's own, so DDP adds no collective to a training step
+        self.train_loss = MeanMetric()
         self._next_grid_step = int((grid or {}).get("every_n_steps", 0) or 0)  # when the next validation draws a grid
 
     # ------------------------------------------------------------------ plumbing
@@ -189,7 +193,8 @@ class LatentDiffusionModule(L.LightningModule):
                 f"diffusion loss became {loss.item()} at step {self.global_step}; lower the learning rate "
                 "or use trainer.precision=32. The last good checkpoint is kept in the run's checkpoints/."
             )
-        self.log("ldm/train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.train_loss(loss.detach())
+        self.log("ldm/train/loss", self.train_loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
     def on_fit_start(self) -> None:
