@@ -38,35 +38,11 @@ if [[ ! -d "$data" ]]; then
   echo "--data $data is not a folder with the Fashion-MNIST IDX files" >&2
   exit 2
 fi
-if ! [[ "$deadline" =~ ^[1-9][0-9]*$ ]]; then
-  echo "--deadline must be a whole number of seconds > 0, got '$deadline'" >&2
-  exit 2
-fi
+# shellcheck source=scripts/deadline.sh
+source scripts/deadline.sh
+deadline_valid --deadline "$deadline" || exit 2
 mkdir -p "$out"
-failed=()
-end=$(( $(date +%s) + deadline ))
-
-# part NAME CAP_SECONDS CMD...: run CMD under timeout min(CAP, seconds left); a part that times
-# out or fails is recorded, and one with no time left is skipped (recorded as failed too)
-part() {
-  local name="$1" cap="$2"; shift 2
-  local left=$(( end - $(date +%s) ))
-  local limit=$(( cap < left ? cap : left ))
-  if (( limit < 5 )); then
-    echo "$name: skipped, no time left before the deadline" >> "$out/parts.txt"
-    failed+=("$name(skipped)")
-    return
-  fi
-  local start rc
-  start=$(date +%s.%N)
-  timeout --kill-after=10 "$limit" "$@"
-  rc=$?
-  local seconds
-  seconds=$(python -c "print(round($(date +%s.%N) - $start, 1))")
-  echo "$name: exit $rc after $seconds s (limit $limit s)" >> "$out/parts.txt"
-  if (( rc == 124 || rc == 137 )); then failed+=("$name(timed out)"); elif (( rc != 0 )); then failed+=("$name"); fi
-  LAST_SECONDS=$seconds
-}
+deadline_start "$deadline" "$out"
 
 python - > "$out/device.txt" 2>&1 <<'PY'
 import torch
@@ -85,14 +61,12 @@ if [[ $smoke == 1 ]]; then
 else
   run=(model=vqvae trainer=gpu "+experiment=fashion_cond_gpu")
 fi
-LAST_SECONDS=0
 part fashion 300 python train.py "${run[@]}" "dataset.root=$data" logger=csv "paths.cache_dir=$out/cache" \
   "hydra.run.dir=$out/fashion" > "$out/fashion.log" 2>&1
 echo "$LAST_SECONDS" > "$out/fashion_wall_seconds.txt"
 
 # 3. the MNIST main job on the 5,000 bundled digits (what the CPU main job reads offline; no download try)
 if [[ $smoke == 0 ]]; then
-  LAST_SECONDS=0
   part mnist 180 python train.py model=vqvae +experiment=mnist_cond trainer=gpu dataset.source=bundled logger=csv \
     "paths.cache_dir=$out/cache" "hydra.run.dir=$out/mnist" > "$out/mnist.log" 2>&1
   echo "$LAST_SECONDS" > "$out/mnist_wall_seconds.txt"

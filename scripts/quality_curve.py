@@ -83,6 +83,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from tinyldm.utils.files import atomic_write
 
@@ -101,7 +102,14 @@ def plot(rows: list[dict], path: Path) -> None:
         yscale="log",
     )
     fid_ax.axhline(1.0, color="gray", linestyle="--", linewidth=0.8)
+    minutes = sorted({r["train_minutes"] for r in rows})
+    ticks = [t for t in (0.25, 0.5, 1, 2, 5, 10, 20, 50) if min(minutes) / 1.5 <= t <= max(minutes) * 1.5]
     for ax in (acc_ax, fid_ax):
+        # plain numbers at round minutes: a log axis spanning less than a decade otherwise labels its
+        # minor ticks in scientific notation, on top of each other
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("quality per minute: the main job's recipe at several stage-2 budgets", fontsize=9)
