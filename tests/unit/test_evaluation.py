@@ -22,6 +22,7 @@ from tinyldm.evaluation import (
     dataset_arrays,
     evaluate_samples,
     load_or_train_classifier,
+    predict,
     to_input,
     validate_samples,
 )
@@ -124,6 +125,23 @@ def test_real_heldout_split_scores_like_the_classifier(setup):
     assert confusion.sum(axis=1).tolist() == np.bincount(labels, minlength=NUM_CLASSES).tolist()  # rows = requested
     assert len(result["per_class_acc"]) == NUM_CLASSES and min(result["per_class_acc"]) > 0.9
     assert sum(result["pred_histogram"]) == result["num_samples"] == len(images)
+
+
+def test_conditional_accuracy_comes_with_its_95_percent_wilson_interval(setup):
+    _, model, _, _, arrays = setup
+    images, labels = arrays["train"]
+    images, labels = images[2000:2600], labels[2000:2600]
+    _, predicted = predict(model, images)
+    # asked for what the classifier sees: every sample right, and Wilson's lower bound is n / (n + z^2)
+    perfect = _score(setup, images, predicted.numpy())
+    assert perfect["cond_acc"] == 1.0 and perfect["cond_acc_high"] == pytest.approx(1.0)
+    assert perfect["cond_acc_low"] == pytest.approx(600 / (600 + 1.959964**2), abs=1e-6)
+    # the real labels: a few wrong; the interval holds the estimate, and quarter the samples widen it
+    real = _score(setup, images, labels)
+    fewer = _score(setup, images[:150], labels[:150])
+    assert real["cond_acc_low"] < real["cond_acc"] < real["cond_acc_high"] < 1.0
+    assert 0.005 < real["cond_acc_high"] - real["cond_acc_low"] < fewer["cond_acc_high"] - fewer["cond_acc_low"]
+    assert _score(setup, images, -np.ones_like(labels))["cond_acc_low"] is None  # unconditional: no accuracy
 
 
 @pytest.mark.parametrize("seed", [0, 1])

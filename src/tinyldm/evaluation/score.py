@@ -22,6 +22,8 @@ from tinyldm.utils.images import to_uint8
 log = logging.getLogger(__name__)
 SCALAR_KEYS = (
     "cond_acc",
+    "cond_acc_low",
+    "cond_acc_high",
     "fid",
     "fid_floor",
     "fid_ratio",
