@@ -6,8 +6,9 @@
 #   deadline_valid NAME VALUE || exit 2   refuses a VALUE that is not a whole number of seconds > 0
 #   deadline_start SECONDS OUT            the clock starts; parts record themselves in OUT/parts.txt
 #   part NAME CAP CMD...                  run CMD under timeout min(CAP, seconds left); a part with under
-#                                         5 s left is skipped. Skipped, failed and timed-out parts are
-#                                         listed in the array `failed`; LAST_SECONDS is the part's wall time.
+#                                         5 s left is skipped (status 1; 0 once it ran). Skipped, failed and
+#                                         timed-out parts are listed in the array `failed`; LAST_SECONDS is
+#                                         the part's wall time.
 
 deadline_valid() {
   if ! [[ "$2" =~ ^[1-9][0-9]*$ ]]; then
@@ -31,7 +32,7 @@ part() {
   if (( limit < 5 )); then
     echo "$name: skipped, no time left before the deadline" >> "$deadline_out/parts.txt"
     failed+=("$name(skipped)")
-    return
+    return 1
   fi
   local start rc
   start=$(date +%s.%N)
@@ -40,4 +41,5 @@ part() {
   LAST_SECONDS=$(python -c "print(round($(date +%s.%N) - $start, 1))")
   echo "$name: exit $rc after $LAST_SECONDS s (limit $limit s)" >> "$deadline_out/parts.txt"
   if (( rc == 124 || rc == 137 )); then failed+=("$name(timed out)"); elif (( rc != 0 )); then failed+=("$name"); fi
+  return 0
 }

@@ -36,9 +36,8 @@ forever=100000  # parts have no cap of their own: only the deadline cuts them
 # timed NAME CMD...: a part whose output goes to OUT/NAME.log and wall time to OUT/NAME_wall_seconds.txt
 timed() {
   local name="$1"; shift
-  part "$name" "$forever" "$@" > "$out/$name.log" 2>&1
-  if [[ "${failed[-1]:-}" == "$name(skipped)" ]]; then
-    rm -f "$out/$name.log"  # it never ran
+  if ! part "$name" "$forever" "$@" > "$out/$name.log" 2>&1; then
+    rm -f "$out/$name.log"  # skipped: it never ran
     return
   fi
   echo "$LAST_SECONDS" > "$out/${name}_wall_seconds.txt"
