@@ -43,6 +43,12 @@ def check_int(value: Any, name: str, minimum: int, allow_none: bool = False) -> 
         raise ValueError(f"{name}={value!r} is not allowed: it must be {allowed}")
 
 
+def check_bool(value: Any, name: str) -> None:
+    """Refuse anything but true/false (a typo such as ``channels_last=flase`` would otherwise read as true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not allowed: it must be true or false")
+
+
 def check_train_config(cfg: DictConfig) -> AutoencoderModule | None:
     """Every value ``train.py`` can refuse before it builds a model: config values and the checkpoint named.
 
@@ -62,9 +68,12 @@ def check_train_config(cfg: DictConfig) -> AutoencoderModule | None:
                     "remove the trainer setting"
                 )
         check_int(cfg.model.training.get("batch_size"), "model.training.batch_size", 1, allow_none=True)
+        check_bool(cfg.model.training.get("channels_last", False), "model.training.channels_last")
         if cfg.stage in ("diffusion", "all"):
             check_int(cfg.diffusion.batch_size, "diffusion.batch_size", 1)
             check_budget(cfg.diffusion, "diffusion", 1)
+            for key in ("channels_last", "compile_unet"):
+                check_bool(cfg.diffusion.get(key, False), f"diffusion.{key}")
             check_int(cfg.diffusion.grid.get("every_n_steps", 0), "diffusion.grid.every_n_steps", 0)
             build(cfg.dataset)  # validates the dataset settings; loads nothing yet
             if cfg.evaluation.enabled:

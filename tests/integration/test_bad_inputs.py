@@ -50,6 +50,12 @@ def _run(compose, overrides):
         ("+trainer.max_epochs=0", r"trainer.max_epochs=0 is not used: each stage sets its own length"),
         ("+trainer.max_steps=10", r"trainer.max_steps=10 is not used"),
         ("seed=-1", r"seed=-1 is not allowed: it must be an integer >= 0"),
+        (
+            "model.training.channels_last=yes please",
+            r"model.training.channels_last='yes please' is not allowed: it must be true or false",
+        ),
+        ("diffusion.channels_last=2", r"diffusion.channels_last=2 is not allowed: it must be true or false"),
+        ("diffusion.compile_unet=maybe", r"diffusion.compile_unet='maybe' is not allowed: it must be true or false"),
         ("evaluation.n_per_class=0", r"evaluation.n_per_class=0 is not allowed"),
     ],
 )

@@ -343,6 +343,37 @@ def test_module_training_lowers_reconstruction_loss(kind, real_images):
     assert after < 0.5 * before, f"{kind}: reconstruction MSE {before:.4f} -> {after:.4f}"
 
 
+@pytest.mark.parametrize("kind", ["ae", "vqvae"])
+def test_channels_last_changes_the_layout_not_the_training(kind, real_images, tmp_path):
+    """``channels_last=True`` (the shipped stage-1 setting) computes and trains the same model as the default layout.
+
+    Only rounding differs; in a VQ-VAE that can flip a code choice, so after training the two are
+    compared by reconstruction error, not pixel by pixel.
+    """
+    modules, errors = {}, {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        modules[channels_last] = AutoencoderModule(
+            autoencoder=ae_config(kind), optimizer=OPTIMIZER, channels_last=channels_last
+        )
+    conv = next(m for m in modules[True].autoencoder.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():  # the same weights give the same latents in either layout
+        latents = [modules[flag].autoencoder.eval().encode(real_images) for flag in (False, True)]  # (B, C, h, w)
+    torch.testing.assert_close(*latents, rtol=1e-4, atol=1e-4)
+    for channels_last, module in modules.items():
+        trainer = fit(module, real_images, max_steps=20)
+        errors[channels_last] = F.mse_loss(eval_reconstruction(module.autoencoder, real_images), real_images).item()
+    assert errors[True] == pytest.approx(errors[False], rel=0.05)
+    # the checkpoint keeps the setting and the values: it reloads into the same model
+    path = tmp_path / "nhwc.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = restore_module(AutoencoderModule, require_stage(path, "autoencoder"), path)
+    assert loaded.hparams.channels_last is True
+    reloaded = eval_reconstruction(loaded.autoencoder, real_images)
+    assert torch.equal(reloaded, eval_reconstruction(modules[True].autoencoder, real_images))
+
+
 def test_checkpoint_roundtrip_and_stage_checks(real_images, tmp_path):
     torch.manual_seed(0)
     config = ae_config("vqvae")

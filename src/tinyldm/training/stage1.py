@@ -34,6 +34,7 @@ def new_autoencoder_module(cfg: DictConfig, run_dir: Path, pad: int) -> Autoenco
         reconstruction_loss=training.get("reconstruction_loss", "mse"),
         metric_crop=pad,
         image_dir=str(run_dir / "images"),
+        channels_last=bool(training.get("channels_last", False)),
     )
 
 
