@@ -46,7 +46,7 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     assert metrics["autoencoder_reused"] is False
     assert metrics["dataset"] == "mnist" and metrics["dataset_source"].startswith("bundled")
     assert metrics["ldm/val/loss"] > 0
-    assert metrics["eval/autoguidance_scale"] == 2.0  # the main job samples with autoguidance
+    assert metrics["eval/autoguidance_scale"] == 2.5  # the main job samples with autoguidance
 
     second = tmp_path / "second"  # in-process: the same task the script runs, without a second interpreter start
     from tinyldm.tasks import train

@@ -1,0 +1,72 @@
+"""Print guidance grids of several models side by side, with issue 10's four targets checked.
+
+    python scripts/grid_table.py LABEL=SWEEP_DIR/summary.csv [LABEL=...] [--steps-label N]
+
+Each argument is one ``evaluate.py -m`` sweep (its ``summary.csv``), e.g. one per seed; the table has
+one row per sampler setting (guidance s, autoguidance w) and one column per sweep, holding
+"accuracy / FID÷floor / FID÷reconstruction / diversity", in bold where all four targets are met:
+accuracy >= 99.5 %, FID <= 2.5x the real floor and <= 1.5x the reconstruction ceiling, diversity >= 0.9.
+The last column counts the sweeps that meet all four at that setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+TARGETS = {"accuracy": 0.995, "fid_floor": 2.5, "fid_recon": 1.5, "diversity": 0.9}
+
+
+def meets(row: dict[str, str]) -> bool:
+    """All four of issue 10's targets at once, on the figures as printed (the rounding the table shows)."""
+    return (
+        round(float(row["eval/cond_acc"]), 3) >= TARGETS["accuracy"]
+        and round(float(row["eval/fid_ratio"]), 2) <= TARGETS["fid_floor"]
+        and round(float(row["eval/fid_recon_ratio"]), 2) <= TARGETS["fid_recon"]
+        and round(float(row["eval/diversity"]), 3) >= TARGETS["diversity"]
+    )
+
+
+def cell(row: dict[str, str]) -> str:
+    text = (
+        f"{100 * float(row['eval/cond_acc']):.1f} % / {float(row['eval/fid_ratio']):.2f} / "
+        f"{float(row['eval/fid_recon_ratio']):.2f} / {float(row['eval/diversity']):.3f}"
+    )
+    return f"**{text}**" if meets(row) else text
+
+
+def read_sweep(path: Path) -> dict[tuple[float, float], dict[str, str]]:
+    """``(s, w) -> row`` of the sweep's finished points (failed points are left out, and said so)."""
+    points = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("status") != "ok":
+                print(f"<!-- {path}: job {row.get('job')} did not finish ({row.get('status')}) -->")
+                continue
+            points[(float(row["guidance_scale"]), float(row["autoguidance_scale"] or 1))] = row
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweeps", nargs="+", metavar="LABEL=SUMMARY_CSV")
+    args = parser.parse_args()
+    sweeps = {}
+    for item in args.sweeps:
+        label, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            parser.error(f"{item!r}: expected LABEL=PATH/summary.csv with an existing file")
+        sweeps[label] = read_sweep(Path(path))
+    settings = sorted({key for points in sweeps.values() for key in points})
+    print(f"| s, w | {' | '.join(sweeps)} | all four met |")
+    print(f"|---|{'---|' * len(sweeps)}---|")
+    for s, w in settings:
+        rows = [points.get((s, w)) for points in sweeps.values()]
+        met = sum(row is not None and meets(row) for row in rows)
+        cells = " | ".join("–" if row is None else cell(row) for row in rows)
+        print(f"| {s:g}, {w:g} | {cells} | {met} of {len(rows)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The main job at several stage-2 budgets, each scored over a grid of sampler settings, per seed:
+#   scripts/stage2_budget.sh OUT_DIR STEPS...      e.g. scripts/stage2_budget.sh outputs/budget 520 700 780
+#   (env: SEEDS="0 1", SCALES=1.75,1.85,2, AUTO=2,2.5,3, TRAIN="" overrides added to every training run,
+#    e.g. TRAIN="trainer=gpu trainer.precision=32-true", EVAL="" overrides added to every evaluation)
+#
+# 1. `train.py model=vqvae +experiment=mnist_cond seed=S diffusion.max_steps=N` for each seed and budget
+#    -> OUT/N_sS/ (stage 1 and the evaluation classifier are trained once per seed, in OUT/cache, and
+#    reused by the other budgets, so the budgets differ in stage 2 alone)
+# 2. `evaluate.py -m` on each checkpoint over guidance s x autoguidance w, 1,000 samples per point, with
+#    the seed's own split as reference and the seed as sampling seed   -> OUT/grid_N_sS/summary.csv
+# 3. one table per budget (scripts/grid_table.py): accuracy / FID÷floor / FID÷recon / diversity per
+#    seed and setting, in bold where all four of the main job's targets are met   -> OUT/tables.md
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+out="$(mkdir -p "${1:?usage: $0 OUT_DIR STEPS...}" && cd "$1" && pwd)"
+shift
+(( $# )) || { echo "usage: $0 OUT_DIR STEPS... (at least one stage-2 budget)" >&2; exit 2; }
+for steps in "$@"; do
+  [[ "$steps" =~ ^[1-9][0-9]*$ ]] || { echo "STEPS: '$steps' is not allowed: a whole number >= 1" >&2; exit 2; }
+done
+read -r -a train_extra <<< "${TRAIN:-}"
+read -r -a eval_extra <<< "${EVAL:-}"
+seeds="${SEEDS:-0 1}"
+cd "$repo"
+for steps in "$@"; do
+  for seed in $seeds; do
+    run="$out/${steps}_s$seed"
+    python train.py model=vqvae +experiment=mnist_cond "seed=$seed" "diffusion.max_steps=$steps" \
+      "paths.cache_dir=$out/cache" "${train_extra[@]}" "hydra.run.dir=$run" > "$run.log" 2>&1
+    python evaluate.py -m "ckpt=$run/checkpoints/diffusion.ckpt" dataset=mnist "seed=$seed" \
+      "sampler.guidance_scale=${SCALES:-1.75,1.85,2}" "sampler.autoguidance_scale=${AUTO:-2,2.5,3}" \
+      "paths.cache_dir=$out/cache" "${eval_extra[@]}" "hydra.sweep.dir=$out/grid_${steps}_s$seed" \
+      > "$out/grid_${steps}_s$seed.log" 2>&1
+  done
+done
+for steps in "$@"; do
+  echo "stage 2: $steps steps"
+  echo
+  columns=()
+  for seed in $seeds; do columns+=("seed $seed=$out/grid_${steps}_s$seed/summary.csv"); done
+  python scripts/grid_table.py "${columns[@]}"
+  echo
+done | tee "$out/tables.md"

@@ -1,0 +1,105 @@
+"""scripts/stage2_budget.sh and scripts/grid_table.py: budgets x sampler settings, tabulated against the targets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers.runs import REPO, subprocess_env
+
+HEADER = ["job", "status", "guidance_scale", "autoguidance_scale"] + [
+    f"eval/{key}" for key in ("cond_acc", "fid_ratio", "fid_recon_ratio", "diversity")
+]
+
+
+def _write_sweep(path: Path, rows: list[list]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerows(rows)
+    return path
+
+
+def _table(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "grid_table.py"), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_grid_table_marks_the_settings_that_meet_all_four_targets(tmp_path):
+    a = _write_sweep(
+        tmp_path / "a.csv",
+        [
+            [0, "ok", 1.75, 2, 0.9951, 2.04, 1.37, 0.9032],  # meets all four (99.5 % as printed)
+            [1, "ok", 2.0, 2, 0.998, 2.20, 1.46, 0.877],  # diversity short
+            [2, "failed", 2.0, 3, "", "", "", ""],
+        ],
+    )
+    b = _write_sweep(
+        tmp_path / "b.csv",
+        [
+            [0, "ok", 1.75, 2, 0.994, 1.23, 1.01, 0.915],  # one sample short of 99.5 %
+            [1, "ok", 2.0, 2, 0.997, 2.49, 1.51, 0.93],  # FID / recon above 1.5
+            [2, "ok", 2.0, 3, 0.999, 1.50, 1.10, 0.95],  # meets all four
+        ],
+    )
+    result = _table(f"seed 0={a}", f"seed 1={b}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "<!-- " + f"{a}: job 2 did not finish (failed) -->"
+    assert lines[1] == "| s, w | seed 0 | seed 1 | all four met |"
+    assert lines[3] == "| 1.75, 2 | **99.5 % / 2.04 / 1.37 / 0.903** | 99.4 % / 1.23 / 1.01 / 0.915 | 1 of 2 |"
+    assert lines[4] == "| 2, 2 | 99.8 % / 2.20 / 1.46 / 0.877 | 99.7 % / 2.49 / 1.51 / 0.930 | 0 of 2 |"
+    assert lines[5] == "| 2, 3 | – | **99.9 % / 1.50 / 1.10 / 0.950** | 1 of 2 |"
+
+
+def test_grid_table_refuses_a_missing_file(tmp_path):
+    result = _table(f"seed 0={tmp_path / 'nope.csv'}")
+    assert result.returncode == 2 and "expected LABEL=PATH/summary.csv with an existing file" in result.stderr
+
+
+def _budget(out: Path, *steps: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "stage2_budget.sh"), str(out), *steps],
+        cwd=REPO,
+        env={**subprocess_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_budget_script_refuses_a_bad_budget_before_any_work(tmp_path):
+    result = _budget(tmp_path / "out", "700", "7OO")
+    assert result.returncode == 2 and "STEPS: '7OO' is not allowed: a whole number >= 1" in result.stderr
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_budget_script_trains_each_budget_on_one_stage1_and_tabulates_the_grid(tmp_path):
+    """Two budgets on the smoke config: stage 1 trained once, each stage 2 as long as asked, one table each."""
+    out = tmp_path / "out"
+    paths = f"paths.log_dir={tmp_path}/outputs paths.data_dir={tmp_path}/data"
+    result = _budget(
+        out,
+        "3",
+        "5",
+        SEEDS="0",
+        SCALES="1.75",
+        AUTO="2",
+        TRAIN=f"debug=smoke diffusion.max_epochs=null {paths}",
+        EVAL=f"evaluation.n_per_class=5 evaluation.classifier_epochs=1 sampler.steps=5 {paths}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for steps in (3, 5):
+        metrics = json.loads((out / f"{steps}_s0" / "metrics.json").read_text())
+        assert metrics["ldm/steps"] == steps
+    assert "Stored the stage-1 checkpoint in the cache" in (out / "3_s0.log").read_text()
+    assert "Reusing the cached stage-1 checkpoint" in (out / "5_s0.log").read_text()
+    tables = (out / "tables.md").read_text()
+    assert tables.count("| s, w | seed 0 | all four met |") == 2
+    assert "stage 2: 3 steps" in tables and "stage 2: 5 steps" in tables
+    assert tables.count("| 1.75, 2 | ") == 2
