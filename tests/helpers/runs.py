@@ -48,6 +48,23 @@ def run_script(
     return result
 
 
+def run_repo_script(name: str, *args: str, timeout: int, **env: str) -> subprocess.CompletedProcess:
+    """``scripts/<name> ARGS`` from the repo root as a user runs it (bash for ``.sh``, this Python otherwise).
+
+    ``env`` adds variables to the test environment; the result is returned unchecked, for the test to read.
+    """
+    path = REPO / "scripts" / name
+    command = ["bash", str(path)] if name.endswith(".sh") else [sys.executable, str(path)]
+    return subprocess.run(
+        [*command, *args],
+        cwd=REPO,
+        env={**subprocess_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 

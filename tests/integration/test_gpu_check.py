@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 
-from tests.helpers.runs import REPO, subprocess_env
+from tests.helpers.runs import run_repo_script
 from tinyldm.data import write_idx
 
 
@@ -20,14 +20,7 @@ def _write_small_fashion(root):
 
 def _gpu_check(*args: str, timeout: int) -> subprocess.CompletedProcess:
     """scripts/gpu_check.sh --smoke ARGS, as a user runs it."""
-    return subprocess.run(
-        ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--smoke", *args],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_repo_script("gpu_check.sh", "--smoke", *args, timeout=timeout)
 
 
 def test_gpu_check_smoke_runs_every_part_and_writes_its_results(tmp_path):

@@ -9,18 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tests.helpers.runs import REPO, subprocess_env
+from tests.helpers.runs import run_repo_script
 
 
 def _grid(out, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["bash", str(REPO / "scripts" / "gpu_guidance_grid.sh"), str(out)],
-        cwd=REPO,
-        env={**subprocess_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_repo_script("gpu_guidance_grid.sh", str(out), timeout=60, **env)
 
 
 def test_refuses_a_bad_deadline_before_any_work(tmp_path):

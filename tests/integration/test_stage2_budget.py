@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.helpers.runs import REPO, subprocess_env
+from tests.helpers.runs import run_repo_script
 
 HEADER = ["job", "status", "guidance_scale", "autoguidance_scale"] + [
     f"eval/{key}" for key in ("cond_acc", "fid_ratio", "fid_recon_ratio", "diversity")
@@ -25,9 +24,7 @@ def _write_sweep(path: Path, rows: list[list]) -> Path:
 
 
 def _table(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "grid_table.py"), *args], capture_output=True, text=True, timeout=60
-    )
+    return run_repo_script("grid_table.py", *args, timeout=60)
 
 
 def test_grid_table_marks_the_settings_that_meet_all_four_targets(tmp_path):
@@ -63,14 +60,7 @@ def test_grid_table_refuses_a_missing_file(tmp_path):
 
 
 def _budget(out: Path, *steps: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["bash", str(REPO / "scripts" / "stage2_budget.sh"), str(out), *steps],
-        cwd=REPO,
-        env={**subprocess_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_repo_script("stage2_budget.sh", str(out), *steps, timeout=600, **env)
 
 
 def test_budget_script_refuses_a_bad_budget_before_any_work(tmp_path):
