@@ -41,6 +41,25 @@ def test_same_generator_same_timesteps():
     assert torch.equal(draw(sampling, 256, seed=7), draw(sampling, 256, seed=7))
 
 
+def test_stratified_takes_one_draw_from_each_slice_of_the_distribution():
+    """Kingma et al. 2021's low-discrepancy draw: a batch covers every equal-probability slice once."""
+    generator = torch.Generator().manual_seed(0)
+    uniform = TimestepSampling(stratified=True).sample(T, T, generator, "cpu")
+    assert torch.equal(uniform.sort().values, torch.arange(T))  # B = T: exactly one timestep per value
+    batch = 256
+    middle = TimestepSampling("logit_normal", loc=0.0, scale=1.0, stratified=True)
+    t = middle.sample(batch, T, generator, "cpu")
+    assert t.dtype == torch.int64 and t.min() >= 0 and t.max() < T
+    # the i-th smallest draw lies inside the distribution's i-th slice [q(i/B), q((i+1)/B)]
+    edges = torch.sigmoid(torch.special.ndtri(torch.linspace(0, 1, batch + 1).clamp(1e-7, 1 - 1e-7))) * T
+    ordered = t.sort().values.float()
+    assert bool(((ordered >= edges[:-1].floor()) & (ordered <= edges[1:])).all())
+    assert not torch.equal(t, t.sort().values)  # shuffled: which sample gets which slice is random
+    assert ordered.mean().item() == pytest.approx(T / 2, abs=5)  # symmetric slices: centred on every batch
+    again = middle.sample(batch, T, torch.Generator().manual_seed(5), "cpu")
+    assert torch.equal(again, middle.sample(batch, T, torch.Generator().manual_seed(5), "cpu"))
+
+
 @pytest.mark.parametrize(
     "config,message",
     [
@@ -48,7 +67,8 @@ def test_same_generator_same_timesteps():
         ({"distribution": "logit_normal", "scale": 0}, r"scale=0 must be a finite number > 0"),
         ({"loc": float("nan")}, r"loc=nan must be a finite number"),
         ({"scale": True}, r"scale=True must be"),
-        ({"mean": 0.5}, r"unknown key\(s\) \['mean'\]; allowed: distribution, loc, scale"),
+        ({"mean": 0.5}, r"unknown key\(s\) \['mean'\]; allowed: distribution, loc, scale, stratified"),
+        ({"stratified": "yes"}, r"stratified='yes' must be true or false"),
     ],
 )
 def test_bad_settings_are_refused_by_name(config, message):

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Same-budget A/B of training levers for the main job, on several seeds:
+#
+#   scripts/lever_screen.sh OUT ARM [ARM...]          ARM = NAME or NAME=OVERRIDE[,OVERRIDE...]
+#   e.g. scripts/lever_screen.sh out/levers baseline stratified=diffusion.timestep_sampling.stratified=true \
+#          'betas=+diffusion.optimizer.betas=[0.9,0.99]'
+#
+#   env: SEEDS="0 1"; JOBS=1 runs at once (keep 1 on a CPU; on a GPU the small runs share the card);
+#        COMMON="" overrides for every run, e.g. COMMON="trainer=gpu trainer.precision=32-true";
+#        EXPERIMENT=mnist_cond; DEADLINE=seconds for the whole script (default: none).
+#
+# Each run is `train.py model=vqvae +experiment=$EXPERIMENT seed=S` plus its arm's overrides
+# (separated by ","; a comma inside [...] or {...} belongs to the value), into OUT/<arm>_s<seed>/,
+# scored by its own end-of-training evaluation (1,000 samples at the experiment's
+# sampler setting). All arms of a seed share one cache, so the first arm trains stage 1 and the
+# evaluation classifier and the others reuse them: the arms differ in stage 2 only. The first arm
+# runs for every seed before any other arm starts. Then `scripts/lever_table.py OUT` prints the table.
+#
+# Every run goes on even if another failed; the exit status is 1 if any failed or was cut.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if (( $# < 2 )); then
+  echo "usage: scripts/lever_screen.sh OUT ARM [ARM...]   (ARM = NAME or NAME=OVERRIDE[,OVERRIDE...])" >&2
+  exit 2
+fi
+out="$1"; shift
+seeds="${SEEDS:-0 1}"
+jobs="${JOBS:-1}"
+experiment="${EXPERIMENT:-mnist_cond}"
+read -r -a common <<< "${COMMON:-}"
+# shellcheck source=scripts/deadline.sh
+source scripts/deadline.sh
+deadline="${DEADLINE:-}"
+if [[ -n "$deadline" ]]; then deadline_valid DEADLINE "$deadline" || exit 2; fi
+if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then
+  echo "JOBS must be a whole number > 0, got '$jobs'" >&2
+  exit 2
+fi
+for seed in $seeds; do
+  if ! [[ "$seed" =~ ^[0-9]+$ ]]; then echo "SEEDS must be whole numbers >= 0, got '$seed'" >&2; exit 2; fi
+done
+names=(); overrides=()
+for arm in "$@"; do
+  name="${arm%%=*}"
+  if ! [[ "$name" =~ ^[A-Za-z0-9_.-]+$ ]]; then
+    echo "arm name '$name' must be letters, digits, '_', '.' or '-' (from '$arm')" >&2
+    exit 2
+  fi
+  for seen in "${names[@]}"; do
+    if [[ "$seen" == "$name" ]]; then echo "arm name '$name' is given twice" >&2; exit 2; fi
+  done
+  names+=("$name")
+  if [[ "$arm" == *=* ]]; then overrides+=("${arm#*=}"); else overrides+=(""); fi
+done
+mkdir -p "$out"
+deadline_start "${deadline:-100000000}" "$out"
+
+# split_overrides TEXT: one override per line, split on the commas outside [...] and {...}
+split_overrides() {
+  python -c '
+import sys
+depth, item = 0, ""
+for char in sys.argv[1]:
+    depth += char in "[{"
+    depth -= char in "]}"
+    if char == "," and depth == 0:
+        print(item); item = ""
+    else:
+        item += char
+if item:
+    print(item)
+' "$1"
+}
+
+# run_arm INDEX SEED: one training run, its log and wall time beside its run directory
+run_arm() {
+  local name="${names[$1]}" seed="$2" extra=()
+  local dir="$out/${name}_s$seed"
+  mapfile -t extra < <(split_overrides "${overrides[$1]}")
+  part "${name}_s$seed" 100000000 python train.py model=vqvae "+experiment=$experiment" "seed=$seed" \
+    logger=csv "${common[@]}" "paths.cache_dir=$out/cache_s$seed" "hydra.run.dir=$dir" "${extra[@]}" \
+    > "$out/${name}_s$seed.log" 2>&1
+}
+
+# in_parallel INDEX...: every seed of each arm given, JOBS at a time
+in_parallel() {
+  local index seed
+  for index in "$@"; do
+    for seed in $seeds; do
+      while (( $(jobs -rp | wc -l) >= jobs )); do wait -n; done
+      run_arm "$index" "$seed" &
+    done
+  done
+  wait
+}
+
+in_parallel 0
+rest=()
+for (( i = 1; i < ${#names[@]}; i++ )); do rest+=("$i"); done
+(( ${#rest[@]} )) && in_parallel "${rest[@]}"
+
+status=0
+for name in "${names[@]}"; do
+  for seed in $seeds; do
+    if ! grep -q "^${name}_s$seed: exit 0 " "$out/parts.txt" || [[ ! -f "$out/${name}_s$seed/metrics.json" ]]; then
+      echo "not done: ${name}_s$seed (see $out/parts.txt and $out/${name}_s$seed.log)" >&2
+      status=1
+    fi
+  done
+done
+python scripts/lever_table.py "$out" "${names[@]}" || status=1
+exit "$status"

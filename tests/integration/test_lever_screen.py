@@ -1,0 +1,91 @@
+"""scripts/lever_screen.sh and scripts/lever_table.py: same-budget training A/Bs on several seeds, tabulated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.runs import run_repo_script
+
+FIGURES = {"eval/cond_acc": 0.996, "eval/fid_ratio": 2.0, "eval/fid_recon_ratio": 1.3, "eval/diversity": 0.91}
+
+
+def _metrics(out: Path, run: str, **changes: float) -> None:
+    (out / run).mkdir(parents=True)
+    (out / run / "metrics.json").write_text(json.dumps({**FIGURES, **{f"eval/{k}": v for k, v in changes.items()}}))
+
+
+def test_lever_table_puts_arms_in_rows_seeds_in_columns_and_counts_the_targets(tmp_path):
+    _metrics(tmp_path, "base_s0")
+    _metrics(tmp_path, "base_s1", cond_acc=0.994)
+    _metrics(tmp_path, "lever_s0", diversity=0.95)
+    (tmp_path / "lever_s1").mkdir()  # a run that never wrote its metrics
+    (tmp_path / "cache_s0").mkdir()  # not a run
+    result = run_repo_script("lever_table.py", str(tmp_path), "lever", "base", timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "| arm | seed 0 | seed 1 | median | all four met |" in lines
+    assert lines.index(next(line for line in lines if line.startswith("| lever |"))) < lines.index(
+        next(line for line in lines if line.startswith("| base |"))
+    )  # the order asked for
+    base = next(line for line in lines if line.startswith("| base |"))
+    assert "**99.6 % / 2.00 / 1.30 / 0.910**" in base and "| 99.4 % / 2.00 / 1.30 / 0.910 |" in base
+    assert "99.50 % / 2.00 / 1.30 / 0.910" in base and base.endswith("| 1 of 2 |")  # median of 99.6 and 99.4
+    lever = next(line for line in lines if line.startswith("| lever |"))
+    assert "| – |" in lever and lever.endswith("| 1 of 2 |")
+    assert "<!-- lever_s1: no metrics.json (not run, failed or cut) -->" in lines
+
+
+def test_lever_table_refuses_an_arm_it_has_no_runs_for(tmp_path):
+    _metrics(tmp_path, "base_s0")
+    result = run_repo_script("lever_table.py", str(tmp_path), "base", "typo", timeout=60)
+    assert result.returncode == 2 and "for ['typo']" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args,env,message",
+    [
+        ([], {}, "usage: scripts/lever_screen.sh OUT ARM"),
+        (["base", "bad/name=x=1"], {}, "arm name 'bad/name' must be letters"),
+        (["base", "base=seed=3"], {}, "arm name 'base' is given twice"),
+        (["base", "b"], {"JOBS": "0"}, "JOBS must be a whole number > 0, got '0'"),
+        (["base", "b"], {"SEEDS": "0 x"}, "SEEDS must be whole numbers >= 0, got 'x'"),
+        (["base", "b"], {"DEADLINE": "soon"}, "DEADLINE must be a whole number of seconds > 0"),
+    ],
+)
+def test_lever_screen_refuses_bad_arguments_before_any_work(tmp_path, args, env, message):
+    out = tmp_path / "out"
+    result = run_repo_script("lever_screen.sh", str(out), *args, timeout=60, **env)
+    assert result.returncode == 2 and message in result.stderr
+    assert not out.exists()
+
+
+def test_lever_screen_trains_each_arm_on_one_stage1_per_seed_and_tabulates(tmp_path):
+    """Two arms on the smoke config: the first arm trains stage 1, the second reuses it with its overrides."""
+    out = tmp_path / "out"
+    common = (
+        "debug=smoke diffusion.max_epochs=null diffusion.max_steps=3 evaluation.n_per_class=5 "
+        f"evaluation.classifier_epochs=1 sampler.steps=5 paths.log_dir={tmp_path}/outputs paths.data_dir={tmp_path}/data"
+    )
+    result = run_repo_script(
+        "lever_screen.sh",
+        str(out),
+        "base",
+        "lever=diffusion.timestep_sampling.stratified=true,+diffusion.optimizer.betas=[0.9,0.99]",
+        timeout=600,
+        SEEDS="0",
+        COMMON=common,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Stored the stage-1 checkpoint in the cache" in (out / "base_s0.log").read_text()
+    assert "Reusing the cached stage-1 checkpoint" in (out / "lever_s0.log").read_text()
+    overrides = (out / "lever_s0" / ".hydra" / "overrides.yaml").read_text()
+    assert "diffusion.timestep_sampling.stratified=true" in overrides
+    assert "+diffusion.optimizer.betas=[0.9,0.99]" in overrides  # the list's comma stayed inside it
+    assert "stratified" not in (out / "base_s0" / ".hydra" / "overrides.yaml").read_text()
+    for arm in ("base", "lever"):
+        assert json.loads((out / f"{arm}_s0" / "metrics.json").read_text())["ldm/steps"] == 3
+    assert "| arm | seed 0 | median | all four met |" in result.stdout
+    assert result.stdout.index("| base |") < result.stdout.index("| lever |")
