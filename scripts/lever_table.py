@@ -57,7 +57,7 @@ def main() -> None:
     print(f"|---|{'---|' * len(seeds)}---|---|")
     for arm in arms:
         rows = [runs.get((arm, seed)) for seed in seeds]
-        for seed, row in zip(seeds, rows):
+        for seed, row in zip(seeds, rows, strict=True):
             if row is None:
                 print(f"<!-- {arm}_s{seed}: no metrics.json (not run, failed or cut) -->")
         done = [row for row in rows if row is not None]

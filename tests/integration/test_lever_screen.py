@@ -67,7 +67,8 @@ def test_lever_screen_trains_each_arm_on_one_stage1_per_seed_and_tabulates(tmp_p
     out = tmp_path / "out"
     common = (
         "debug=smoke diffusion.max_epochs=null diffusion.max_steps=3 evaluation.n_per_class=5 "
-        f"evaluation.classifier_epochs=1 sampler.steps=5 paths.log_dir={tmp_path}/outputs paths.data_dir={tmp_path}/data"
+        "evaluation.classifier_epochs=1 sampler.steps=5 "
+        f"paths.log_dir={tmp_path}/outputs paths.data_dir={tmp_path}/data"
     )
     result = run_repo_script(
         "lever_screen.sh",

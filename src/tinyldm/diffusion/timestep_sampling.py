@@ -56,7 +56,8 @@ class TimestepSampling:
         unknown = sorted(set(config) - {"distribution", "loc", "scale", "stratified"})
         if unknown:
             raise ValueError(
-                f"diffusion.timestep_sampling has unknown key(s) {unknown}; allowed: distribution, loc, scale, stratified"
+                f"diffusion.timestep_sampling has unknown key(s) {unknown}; "
+                "allowed: distribution, loc, scale, stratified"
             )
         return cls(**config)
 
@@ -73,7 +74,9 @@ class TimestepSampling:
         return (fraction * num_train_timesteps).long().clamp_(0, num_train_timesteps - 1)
 
     @staticmethod
-    def _stratified_quantiles(batch: int, generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+    def _stratified_quantiles(
+        batch: int, generator: torch.Generator | None, device: torch.device | str
+    ) -> torch.Tensor:
         """``(batch,)`` probabilities, one uniform draw inside each slice ``[i / B, (i + 1) / B)``, in random order."""
         jitter = torch.rand(batch, generator=generator, device=device)  # (B,)
         order = torch.randperm(batch, generator=generator, device=device)  # (B,): which slice each sample gets
