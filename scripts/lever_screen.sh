@@ -15,6 +15,8 @@
 # sampler setting). All arms of a seed share one cache, so the first arm trains stage 1 and the
 # evaluation classifier and the others reuse them: the arms differ in stage 2 only. The first arm
 # runs for every seed before any other arm starts. Then `scripts/lever_table.py OUT` prints the table.
+# More arms can be added to an existing OUT later (its caches are reused); an arm and seed that
+# already has a run there is refused before any work, so no finished run is overwritten.
 #
 # Every run goes on even if another failed; the exit status is 1 if any failed or was cut.
 set -uo pipefail
@@ -52,6 +54,14 @@ for arm in "$@"; do
   names+=("$name")
   if [[ "$arm" == *=* ]]; then overrides+=("${arm#*=}"); else overrides+=(""); fi
 done
+for name in "${names[@]}"; do
+  for seed in $seeds; do
+    if [[ -e "$out/${name}_s$seed" || -e "$out/${name}_s$seed.log" ]]; then
+      echo "$out/${name}_s$seed already exists: a screen adds arms to OUT but never runs one again (new name, or new OUT)" >&2
+      exit 2
+    fi
+  done
+done
 mkdir -p "$out"
 deadline_start "${deadline:-100000000}" "$out"
 
@@ -72,7 +82,7 @@ if item:
 ' "$1"
 }
 
-# run_arm INDEX SEED: one training run, its log and wall time beside its run directory
+# run_arm INDEX SEED: one training run into OUT/<arm>_s<seed>, its log beside it, its wall time in OUT/parts.txt
 run_arm() {
   local name="${names[$1]}" seed="$2" extra=()
   local dir="$out/${name}_s$seed"

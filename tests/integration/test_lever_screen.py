@@ -62,6 +62,15 @@ def test_lever_screen_refuses_bad_arguments_before_any_work(tmp_path, args, env,
     assert not out.exists()
 
 
+def test_lever_screen_never_runs_an_arm_again_over_a_finished_run(tmp_path):
+    out = tmp_path / "out"
+    _metrics(out, "base_s1")
+    result = run_repo_script("lever_screen.sh", str(out), "new", "base", timeout=60, SEEDS="0 1")
+    assert result.returncode == 2 and "out/base_s1 already exists" in result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["base_s1"]  # nothing started, nothing touched
+    assert (out / "base_s1" / "metrics.json").read_text().startswith("{")
+
+
 def test_lever_screen_trains_each_arm_on_one_stage1_per_seed_and_tabulates(tmp_path):
     """Two arms on the smoke config: the first arm trains stage 1, the second reuses it with its overrides."""
     out = tmp_path / "out"
