@@ -5,8 +5,9 @@
 #    e.g. TRAIN="trainer=gpu trainer.precision=32-true", EVAL="" overrides added to every evaluation)
 #
 # 1. `train.py model=vqvae +experiment=mnist_cond seed=S diffusion.max_steps=N` for each seed and budget
-#    -> OUT/N_sS/ (stage 1 and the evaluation classifier are trained once per seed, in OUT/cache, and
-#    reused by the other budgets, so the budgets differ in stage 2 alone)
+#    -> OUT/N_sS/, through scripts/lever_screen.sh with one arm per budget (stage 1 and the evaluation
+#    classifier are trained once per seed, in OUT/cache_sS, and reused by the other budgets, so the
+#    budgets differ in stage 2 alone; a budget that already has a run in OUT is refused)
 # 2. `evaluate.py -m` on each checkpoint over guidance s x autoguidance w, 1,000 samples per point, with
 #    the seed's own split as reference and the seed as sampling seed   -> OUT/grid_N_sS/summary.csv
 # 3. one table per budget (scripts/grid_table.py): accuracy / FID÷floor / FID÷recon / diversity per
@@ -19,18 +20,17 @@ shift
 for steps in "$@"; do
   [[ "$steps" =~ ^[1-9][0-9]*$ ]] || { echo "STEPS: '$steps' is not allowed: a whole number >= 1" >&2; exit 2; }
 done
-read -r -a train_extra <<< "${TRAIN:-}"
 read -r -a eval_extra <<< "${EVAL:-}"
 seeds="${SEEDS:-0 1}"
 cd "$repo"
+arms=()
+for steps in "$@"; do arms+=("$steps=diffusion.max_steps=$steps"); done
+SEEDS="$seeds" COMMON="${TRAIN:-}" bash scripts/lever_screen.sh "$out" "${arms[@]}" > /dev/null
 for steps in "$@"; do
   for seed in $seeds; do
-    run="$out/${steps}_s$seed"
-    python train.py model=vqvae +experiment=mnist_cond "seed=$seed" "diffusion.max_steps=$steps" \
-      "paths.cache_dir=$out/cache" "${train_extra[@]}" "hydra.run.dir=$run" > "$run.log" 2>&1
-    python evaluate.py -m "ckpt=$run/checkpoints/diffusion.ckpt" dataset=mnist "seed=$seed" \
+    python evaluate.py -m "ckpt=$out/${steps}_s$seed/checkpoints/diffusion.ckpt" dataset=mnist "seed=$seed" \
       "sampler.guidance_scale=${SCALES:-1.75,1.85,2}" "sampler.autoguidance_scale=${AUTO:-2,2.5,3}" \
-      "paths.cache_dir=$out/cache" "${eval_extra[@]}" "hydra.sweep.dir=$out/grid_${steps}_s$seed" \
+      "paths.cache_dir=$out/cache_s$seed" "${eval_extra[@]}" "hydra.sweep.dir=$out/grid_${steps}_s$seed" \
       > "$out/grid_${steps}_s$seed.log" 2>&1
   done
 done

@@ -67,12 +67,16 @@ class TimestepSampling:
     ) -> torch.Tensor:
         """``(batch,)`` int64 timesteps in ``[0, num_train_timesteps)``, drawn from ``generator`` on ``device``."""
         if self.stratified:
-            return self._from_quantiles(self._stratified_quantiles(batch, generator, device), num_train_timesteps)
-        if self.distribution == "uniform":
+            u = self._stratified_quantiles(batch, generator, device)  # (B,) in [0, 1)
+            if self.distribution == "uniform":
+                return self._to_timesteps(u, num_train_timesteps)
+            tiny = torch.finfo(u.dtype).eps
+            normal = torch.special.ndtri(u.clamp(tiny, 1.0 - tiny))  # (B,): the standard normal's quantiles
+        elif self.distribution == "uniform":
             return torch.randint(0, num_train_timesteps, (batch,), generator=generator, device=device)
-        normal = torch.randn(batch, generator=generator, device=device) * self.scale + self.loc  # (B,)
-        fraction = torch.sigmoid(normal)  # (B,) in (0, 1)
-        return (fraction * num_train_timesteps).long().clamp_(0, num_train_timesteps - 1)
+        else:
+            normal = torch.randn(batch, generator=generator, device=device)  # (B,)
+        return self._to_timesteps(torch.sigmoid(normal * self.scale + self.loc), num_train_timesteps)
 
     @staticmethod
     def _stratified_quantiles(
@@ -83,10 +87,7 @@ class TimestepSampling:
         order = torch.randperm(batch, generator=generator, device=device)  # (B,): which slice each sample gets
         return (order + jitter) / batch  # (B,) in [0, 1)
 
-    def _from_quantiles(self, u: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
-        """Probabilities ``u`` ``(B,)`` -> timesteps ``(B,)`` through the distribution's inverse CDF."""
-        if self.distribution == "logit_normal":
-            tiny = torch.finfo(u.dtype).eps
-            normal = torch.special.ndtri(u.clamp(tiny, 1.0 - tiny)) * self.scale + self.loc  # (B,)
-            u = torch.sigmoid(normal)  # (B,) in (0, 1)
-        return (u * num_train_timesteps).long().clamp_(0, num_train_timesteps - 1)
+    @staticmethod
+    def _to_timesteps(fraction: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
+        """Fractions of the schedule ``(B,)`` in [0, 1] -> int64 timesteps ``(B,)`` in ``[0, T)``."""
+        return (fraction * num_train_timesteps).long().clamp_(0, num_train_timesteps - 1)
