@@ -2,8 +2,10 @@
 
     python scripts/grid_table.py LABEL=SWEEP_DIR/summary.csv [LABEL=...] [--steps-label N]
 
-Each argument is one ``evaluate.py -m`` sweep (its ``summary.csv``), e.g. one per seed; the table has
-one row per sampler setting (guidance s, autoguidance w) and one column per sweep, holding
+Each argument is one ``evaluate.py -m`` sweep (its ``summary.csv``), e.g. one per seed; a LABEL given
+more than once merges its sweeps into one column (e.g. a CFG and an APG sweep of one checkpoint). The
+table has one row per sampler setting (guidance s, autoguidance w, and the guidance method when it is
+APG: "2.5, 3, APG η 0 β -0.5") and one column per label, holding
 "accuracy / FID÷floor / FID÷reconstruction / diversity", in bold where all four targets are met:
 accuracy >= 99.5 %, FID <= 2.5x the real floor and <= 1.5x the reconstruction ceiling, diversity >= 0.9.
 The last column counts the sweeps that meet all four at that setting.
@@ -36,15 +38,22 @@ def cell(row: dict[str, str]) -> str:
     return f"**{text}**" if meets(row) else text
 
 
-def read_sweep(path: Path) -> dict[tuple[float, float], dict[str, str]]:
-    """``(s, w) -> row`` of the sweep's finished points (failed points are left out, and said so)."""
+def method(row: dict[str, str]) -> str:
+    """"" for classifier-free guidance (and sweeps older than the choice), "APG η E β M" for APG."""
+    if row.get("guidance_method", "cfg") in ("cfg", ""):
+        return ""
+    return f"{row['guidance_method'].upper()} η {float(row['apg_eta']):g} β {float(row['apg_momentum']):g}"
+
+
+def read_sweep(path: Path) -> dict[tuple[str, float, float], dict[str, str]]:
+    """``(method, s, w) -> row`` of the sweep's finished points (failed points are left out, and said so)."""
     points = {}
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             if row.get("status") != "ok":
                 print(f"<!-- {path}: job {row.get('job')} did not finish ({row.get('status')}) -->")
                 continue
-            points[(float(row["guidance_scale"]), float(row["autoguidance_scale"] or 1))] = row
+            points[(method(row), float(row["guidance_scale"]), float(row["autoguidance_scale"] or 1))] = row
     return points
 
 
@@ -57,15 +66,16 @@ def main() -> None:
         label, sep, path = item.partition("=")
         if not sep or not Path(path).is_file():
             parser.error(f"{item!r}: expected LABEL=PATH/summary.csv with an existing file")
-        sweeps[label] = read_sweep(Path(path))
+        sweeps.setdefault(label, {}).update(read_sweep(Path(path)))
     settings = sorted({key for points in sweeps.values() for key in points})
     print(f"| s, w | {' | '.join(sweeps)} | all four met |")
     print(f"|---|{'---|' * len(sweeps)}---|")
-    for s, w in settings:
-        rows = [points.get((s, w)) for points in sweeps.values()]
+    for key in settings:
+        rows = [points.get(key) for points in sweeps.values()]
         met = sum(row is not None and meets(row) for row in rows)
         cells = " | ".join("–" if row is None else cell(row) for row in rows)
-        print(f"| {s:g}, {w:g} | {cells} | {met} of {len(rows)} |")
+        name, s, w = key
+        print(f"| {s:g}, {w:g}{', ' + name if name else ''} | {cells} | {met} of {len(rows)} |")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,25 @@ malformed, low-density samples) without pulling every sample towards the class p
 raising ``s`` does. Our guide is the model's own EMA weights frozen early in its training
 (``diffusion.guide_at``).
 
+Adaptive projected guidance (APG; Sadat et al. 2024, "Eliminating oversaturation and artifacts of high
+guidance scales in diffusion models", https://arxiv.org/abs/2410.02416) is the other rule for the
+classifier-free term. It works on the denoised estimates ``x0``: the guidance update
+``cond - uncond`` is split into its component parallel to ``x0_cond`` and the rest, and the parallel
+part, which mostly rescales the image the sample already is (saturation, stroke weight), is scaled by
+``eta`` (0: dropped). The orthogonal part is what changes the image towards its class. A negative
+``momentum`` ``beta`` adds ``beta`` times the previous steps' update, so an update that keeps pointing
+the same way is damped:
+
+    d_k = (cond_k - uncond_k) + beta * d_{k-1}
+    guided = cond + (s - 1) * (d_orthogonal + eta * d_parallel)
+
+With ``eta = 1`` and ``beta = 0`` this is classifier-free guidance again.
+
 The guidance *rules* (the one default scale, when guidance applies, that an unconditional model is
 never guided) live in :class:`~tinyldm.diffusion.sampling.DiffusionSampler`, which validates its
 scale once, when it is built, with :func:`validate_guidance_scale`. :func:`paired_predictions`,
-:func:`guided_prediction` and :func:`autoguided_prediction` are the bare arithmetic and trust their caller.
+:func:`guided_prediction`, :func:`adaptive_projected` and :func:`autoguided_prediction` are the bare
+arithmetic and trust their caller.
 """
 
 from __future__ import annotations
@@ -149,6 +164,26 @@ def guided_prediction(
 def classifier_free(pred_cond: Tensor, pred_uncond: Tensor, guidance_scale: float) -> Tensor:
     """``uncond + s * (cond - uncond)``, all ``(B, C, H, W)``; ``s`` validated by the caller."""
     return pred_uncond + guidance_scale * (pred_cond - pred_uncond)  # (B, C, H, W)
+
+
+def adaptive_projected(
+    x0_cond: Tensor, x0_uncond: Tensor, guidance_scale: float, eta: float, momentum: float, previous: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """APG on denoised estimates: ``(guided x0, this step's update d_k)``, all ``(B, C, H, W)``.
+
+    ``previous`` is the last guided step's ``d_{k-1}`` (``None`` at the first). The projection is per
+    sample, in float64 as in the paper's code: the parallel part of a nearly parallel update is the
+    difference of two close numbers. ``guidance_scale``, ``eta`` and ``momentum`` were validated by
+    the caller.
+    """
+    update = x0_cond - x0_uncond  # (B, C, H, W)
+    if previous is not None and momentum != 0.0:
+        update = update + momentum * previous
+    flat, direction = update.double().flatten(1), x0_cond.double().flatten(1)  # (B, C*H*W) each
+    unit = torch.nn.functional.normalize(direction, dim=1)
+    parallel = (flat * unit).sum(dim=1, keepdim=True) * unit  # (B, C*H*W)
+    projected = (flat - (1.0 - eta) * parallel).view_as(update).to(update.dtype)  # (B, C, H, W)
+    return x0_cond + (guidance_scale - 1.0) * projected, update
 
 
 def autoguided_prediction(

@@ -250,6 +250,19 @@ class NoiseSchedule:
             return alpha_bar_t**0.5 * sample - beta_bar_t**0.5 * model_output
         return model_output
 
+    def output_from_x0(self, pred_x0: Tensor, sample: Tensor, alpha_bar_t: Tensor) -> Tensor:
+        """The network output at ``x_t`` (``sample``) whose :meth:`predict_x0` is ``pred_x0``, all ``(B, C, H, W)``.
+
+        For guidance rules that combine denoised estimates (APG) and hand the result to a solver,
+        which reads network outputs. Needs ``alpha_bar_t < 1`` (every training timestep has it).
+        """
+        beta_bar_t = 1 - alpha_bar_t
+        if self.prediction_type == "epsilon":
+            return (sample - alpha_bar_t**0.5 * pred_x0) / beta_bar_t**0.5
+        if self.prediction_type == "v_prediction":
+            return (alpha_bar_t**0.5 * sample - pred_x0) / beta_bar_t**0.5
+        return pred_x0
+
     def predict_eps(self, model_output: Tensor, sample: Tensor, alpha_bar_t: Tensor, pred_x0: Tensor) -> Tensor:
         """Convert the network output at ``x_t`` into an estimate of the noise (``pred_x0``: :meth:`predict_x0`'s)."""
         beta_bar_t = 1 - alpha_bar_t

@@ -89,6 +89,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         {
             "guidance_scale": sampler.get("guidance_scale"),
             "autoguidance_scale": sampler.get("autoguidance_scale", 1.0 if sampler else None),  # older files: off
+            "guidance_method": sampler.get("guidance_method", "cfg" if sampler else None),  # older files: cfg
+            "apg_eta": sampler.get("apg_eta") if sampler.get("guidance_method") == "apg" else None,
+            "apg_momentum": sampler.get("apg_momentum") if sampler.get("guidance_method") == "apg" else None,
             "sampler_steps": sampler.get("steps"),
             "sampler_kind": sampler.get("kind"),
         }

@@ -188,6 +188,7 @@ def evaluate_model(module: LatentDiffusionModule, datamodule: L.LightningDataMod
             "sample_images_per_second": len(labels) / sample_seconds,
             "guidance_scale": module.sampler.guidance_scale,
             "autoguidance_scale": module.sampler.autoguidance_scale,
+            **module.sampler.guidance_method_settings(),
             "sampler_steps": module.sampler.steps,
         }
     )
