@@ -39,7 +39,7 @@ def cell(row: dict[str, str]) -> str:
 
 
 def method(row: dict[str, str]) -> str:
-    """"" for classifier-free guidance (and sweeps older than the choice), "APG η E β M" for APG."""
+    """The row label of a setting's method: empty for classifier-free guidance (and older sweeps), "APG η E β M"."""
     if row.get("guidance_method", "cfg") in ("cfg", ""):
         return ""
     return f"{row['guidance_method'].upper()} η {float(row['apg_eta']):g} β {float(row['apg_momentum']):g}"

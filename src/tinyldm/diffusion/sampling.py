@@ -310,7 +310,13 @@ class DiffusionSampler:
         return x
 
     def _apg(
-        self, schedule: NoiseSchedule, t: int, x: Tensor, pred_cond: Tensor, pred_uncond: Tensor, previous: Tensor | None
+        self,
+        schedule: NoiseSchedule,
+        t: int,
+        x: Tensor,
+        pred_cond: Tensor,
+        pred_uncond: Tensor,
+        previous: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         """APG of one step: (network output for the solver, the update to carry), each ``(B, C, H, W)``.
 
