@@ -42,11 +42,12 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     assert (first / "checkpoints" / "autoencoder.ckpt").is_file()
     assert (first / "checkpoints" / "diffusion.ckpt").is_file()
     assert (first / "samples.png").is_file()
-    assert list((first / "images").glob("ldm_samples_guidance_1.75_*.png"))  # the main job guides at s = 1.75
+    assert list((first / "images").glob("ldm_samples_guidance_2.5_*.png"))  # the main job guides at s = 2.5
     assert metrics["autoencoder_reused"] is False
     assert metrics["dataset"] == "mnist" and metrics["dataset_source"].startswith("bundled")
     assert metrics["ldm/val/loss"] > 0
-    assert metrics["eval/autoguidance_scale"] == 2.5  # the main job samples with autoguidance
+    assert metrics["eval/autoguidance_scale"] == 3  # the main job samples with autoguidance
+    assert metrics["eval/guidance_method"] == "apg"  # and adaptive projected guidance
 
     second = tmp_path / "second"  # in-process: the same task the script runs, without a second interpreter start
     from tinyldm.tasks import train
