@@ -29,6 +29,10 @@ if [[ -n "${APG_SCALES:-}" && ! "$APG_SCALES" =~ $number_list ]]; then
   echo "APG_SCALES='$APG_SCALES' is not allowed: comma-separated numbers, e.g. 2.5,3 (or empty: no APG)" >&2
   exit 2
 fi
+for name in APG_ETA APG_MOMENTUM; do  # their ranges are the sampler's to check; here, that they are numbers
+  value="${!name:-0}"
+  [[ "$value" =~ ^-?[0-9]+(\.[0-9]+)?$ ]] || { echo "$name='$value' is not allowed: a number, e.g. -0.5" >&2; exit 2; }
+done
 declare -A runs=()
 labels=()
 for item in "$@"; do

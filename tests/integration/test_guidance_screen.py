@@ -47,6 +47,7 @@ def test_grid_table_keeps_apg_rows_apart_and_merges_a_repeated_label(tmp_path):
         (("a=/nonexistent",), {}, "/nonexistent/checkpoints/diffusion.ckpt does not exist"),
         (("a=/nonexistent",), {"SCALES": "2;rm"}, "SCALES='2;rm' is not allowed: comma-separated numbers"),
         (("a=/nonexistent",), {"APG_SCALES": "x"}, "APG_SCALES='x' is not allowed"),
+        (("a=/nonexistent",), {"APG_MOMENTUM": "-.5x"}, "APG_MOMENTUM='-.5x' is not allowed: a number"),
     ],
 )
 def test_guidance_screen_refuses_bad_arguments_before_any_work(tmp_path, args, env, message):
