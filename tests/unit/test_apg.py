@@ -115,3 +115,18 @@ def test_apg_at_scale_one_is_plain_conditional_sampling():
 def test_bad_apg_settings_are_refused_when_the_sampler_is_built(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DiffusionSampler(**kwargs)
+
+
+def test_results_record_the_method_with_the_same_keys_for_every_method():
+    from tinyldm.diffusion.sampling import guidance_method_record
+
+    apg = DiffusionSampler(guidance_method="apg", apg_eta=0.25, apg_momentum=-0.5)
+    assert apg.guidance_method_settings() == {"guidance_method": "apg", "apg_eta": 0.25, "apg_momentum": -0.5}
+    assert DiffusionSampler().guidance_method_settings() == {
+        "guidance_method": "cfg",
+        "apg_eta": None,
+        "apg_momentum": None,
+    }
+    older = {"kind": "dpmpp_2m", "guidance_scale": 2.0}  # a samples file written before the choice existed
+    assert guidance_method_record(older)["guidance_method"] == "cfg"
+    assert guidance_method_record({}) == {"guidance_method": None, "apg_eta": None, "apg_momentum": None}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -86,6 +86,24 @@ def validate_apg(method: Any, eta: Any, momentum: Any) -> tuple[str, float, floa
     if not (finite(momentum) and -1.0 < momentum < 1.0):
         raise ValueError(f"apg_momentum must be a number in (-1, 1), got {momentum!r}")
     return str(method), float(eta), float(momentum)
+
+
+def guidance_method_record(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``guidance_method``, ``apg_eta`` and ``apg_momentum`` as results files record them, from sampler settings.
+
+    The same three keys for every method, so a sweep's CSV has the same columns: the APG values are
+    ``None`` for ``cfg``. Settings written before the choice existed mean ``cfg``; no settings at all
+    (a samples file that names no sampler) give ``None`` throughout.
+    """
+    if not settings:
+        return {"guidance_method": None, "apg_eta": None, "apg_momentum": None}
+    method = settings.get("guidance_method", "cfg")
+    apg = method == "apg"
+    return {
+        "guidance_method": method,
+        "apg_eta": settings.get("apg_eta") if apg else None,
+        "apg_momentum": settings.get("apg_momentum") if apg else None,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,10 +185,8 @@ class DiffusionSampler:
         return dataclasses.replace(self, guidance_scale=guidance_scale)
 
     def guidance_method_settings(self) -> dict[str, Any]:
-        """``guidance_method`` and, for APG, its ``apg_eta`` and ``apg_momentum``: what a results file records."""
-        if self.guidance_method == "cfg":
-            return {"guidance_method": "cfg"}
-        return {"guidance_method": self.guidance_method, "apg_eta": self.apg_eta, "apg_momentum": self.apg_momentum}
+        """What a results file records of this sampler's guidance method (:func:`guidance_method_record`)."""
+        return guidance_method_record(dataclasses.asdict(self))
 
     @property
     def uses_guide(self) -> bool:

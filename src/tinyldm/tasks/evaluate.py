@@ -14,6 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.config_checks import check_evaluate_config
+from tinyldm.diffusion.sampling import guidance_method_record
 from tinyldm.evaluation.metrics import validate_samples
 from tinyldm.evaluation.score import format_table, prefixed, score
 from tinyldm.evaluation.text import text_metrics
@@ -89,9 +90,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         {
             "guidance_scale": sampler.get("guidance_scale"),
             "autoguidance_scale": sampler.get("autoguidance_scale", 1.0 if sampler else None),  # older files: off
-            "guidance_method": sampler.get("guidance_method", "cfg" if sampler else None),  # older files: cfg
-            "apg_eta": sampler.get("apg_eta") if sampler.get("guidance_method") == "apg" else None,
-            "apg_momentum": sampler.get("apg_momentum") if sampler.get("guidance_method") == "apg" else None,
+            **guidance_method_record(sampler),
             "sampler_steps": sampler.get("steps"),
             "sampler_kind": sampler.get("kind"),
         }
