@@ -9,6 +9,11 @@ APG: "2.5, 3, APG η 0 β -0.5") and one column per label, holding
 "accuracy / FID÷floor / FID÷reconstruction / diversity", in bold where all four targets are met:
 accuracy >= 99.5 %, FID <= 2.5x the real floor and <= 1.5x the reconstruction ceiling, diversity >= 0.9.
 The last column counts the sweeps that meet all four at that setting.
+
+Sweeps evaluated with several classifiers (``evaluation.classifier_members=k``) show the mean figures,
+then "m/k" for how many of the k classifiers, each on its own, read that run as meeting all four; the
+last column then also gives the sum over runs of those member readings. This is how much of a
+pass or a miss is the instrument (README: how much of each figure is the classifier).
 """
 
 from __future__ import annotations
@@ -30,12 +35,24 @@ def meets(row: dict[str, str]) -> bool:
     )
 
 
+def member_readings(row: dict[str, str]) -> list[dict[str, str]]:
+    """Each classifier's own figures of a several-classifier evaluation, under the keys :func:`meets` reads."""
+    readings = []
+    while f"eval/member{len(readings)}_cond_acc" in row:
+        prefix = f"eval/member{len(readings)}_"
+        keys = ("cond_acc", "fid_ratio", "fid_recon_ratio", "diversity")
+        readings.append({f"eval/{k}": row[prefix + k] for k in keys})
+    return readings
+
+
 def cell(row: dict[str, str]) -> str:
     text = (
         f"{100 * float(row['eval/cond_acc']):.1f} % / {float(row['eval/fid_ratio']):.2f} / "
         f"{float(row['eval/fid_recon_ratio']):.2f} / {float(row['eval/diversity']):.3f}"
     )
-    return f"**{text}**" if meets(row) else text
+    text = f"**{text}**" if meets(row) else text
+    readings = member_readings(row)
+    return f"{text} ({sum(map(meets, readings))}/{len(readings)})" if readings else text
 
 
 def method(row: dict[str, str]) -> str:
@@ -74,8 +91,10 @@ def main() -> None:
         rows = [points.get(key) for points in sweeps.values()]
         met = sum(row is not None and meets(row) for row in rows)
         cells = " | ".join("–" if row is None else cell(row) for row in rows)
+        readings = [m for row in rows if row is not None for m in member_readings(row)]
+        by_member = f"; by one classifier {sum(map(meets, readings))} of {len(readings)}" if readings else ""
         name, s, w = key
-        print(f"| {s:g}, {w:g}{', ' + name if name else ''} | {cells} | {met} of {len(rows)} |")
+        print(f"| {s:g}, {w:g}{', ' + name if name else ''} | {cells} | {met} of {len(rows)}{by_member} |")
 
 
 if __name__ == "__main__":

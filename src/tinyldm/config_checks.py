@@ -113,6 +113,7 @@ def check_evaluation(evaluation: DictConfig) -> None:
     check_int(evaluation.batch_size, "evaluation.batch_size", 1)
     check_int(evaluation.seed, "evaluation.seed", 0)
     check_int(evaluation.get("classifier_epochs"), "evaluation.classifier_epochs", 1, allow_none=True)
+    check_int(evaluation.classifier_members, "evaluation.classifier_members", 1)
 
 
 def check_device(name: Any) -> None:

@@ -57,6 +57,10 @@ def _run(compose, overrides):
         ("diffusion.channels_last=2", r"diffusion.channels_last=2 is not allowed: it must be true or false"),
         ("diffusion.compile_unet=maybe", r"diffusion.compile_unet='maybe' is not allowed: it must be true or false"),
         ("evaluation.n_per_class=0", r"evaluation.n_per_class=0 is not allowed"),
+        (
+            "evaluation.classifier_members=0",
+            r"evaluation.classifier_members=0 is not allowed: it must be an integer >= 1",
+        ),
     ],
 )
 def test_bad_config_values_fail_before_training(compose, tmp_path, override, message):

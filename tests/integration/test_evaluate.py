@@ -57,6 +57,34 @@ def test_evaluate_samples_file_reuses_cached_classifier(workspace, tmp_path):
     assert "fid_floor" in result.stdout
 
 
+def test_evaluate_with_several_classifiers_reports_their_mean_and_each(workspace, tmp_path):
+    from tinyldm.data import DigitsDataModule
+
+    dm = DigitsDataModule(name="mnist_5k", source="bundled", seed=0)
+    dm.setup()
+    np.savez(
+        tmp_path / "real.npz",
+        images=to_uint8(dm.val_dataset.tensors[0][:100], dm.pad),
+        labels=dm.val_dataset.tensors[1][:100].numpy(),
+    )
+    result = run_script(
+        "evaluate.py",
+        [
+            f"samples={tmp_path / 'real.npz'}",
+            "dataset=mnist_5k",
+            "evaluation.classifier_epochs=1",
+            "evaluation.classifier_members=2",
+            *path_overrides(workspace["tmp"]),
+        ],
+        tmp_path / "eval",
+    )
+    metrics = read_metrics(tmp_path / "eval")
+    assert metrics["eval/classifier_members"] == 2
+    assert metrics["eval/fid"] == pytest.approx((metrics["eval/member0_fid"] + metrics["eval/member1_fid"]) / 2)
+    assert metrics["eval/member0_fid"] != pytest.approx(metrics["eval/member1_fid"], rel=1e-3)
+    assert "(members " in result.stdout
+
+
 def test_guidance_sweep_writes_csv_and_plot(workspace, tmp_path):
     sweep_dir = tmp_path / "sweep"
     command = [

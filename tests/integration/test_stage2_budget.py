@@ -93,3 +93,23 @@ def test_budget_script_trains_each_budget_on_one_stage1_and_tabulates_the_grid(t
     assert tables.count("| s, w | seed 0 | all four met |") == 2
     assert "stage 2: 3 steps" in tables and "stage 2: 5 steps" in tables
     assert tables.count("| 1.75, 2 | ") == 2
+
+
+def test_grid_table_counts_each_classifiers_own_reading(tmp_path):
+    """With evaluation.classifier_members=2, a cell also says how many members alone read all four as met."""
+    member_keys = [
+        f"eval/member{i}_{key}" for i in (0, 1) for key in ("cond_acc", "fid_ratio", "fid_recon_ratio", "diversity")
+    ]
+    path = tmp_path / "members.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER + member_keys)
+        # mean meets all four; member 0 does too, member 1 reads FID / recon 1.55
+        writer.writerow([0, "ok", 2.5, 3, 0.996, 2.0, 1.45, 0.92, 0.996, 2.0, 1.35, 0.92, 0.996, 2.0, 1.55, 0.92])
+        # mean misses accuracy (99.4 %), member 1 alone reads 99.5 %
+        writer.writerow([1, "ok", 2.0, 3, 0.994, 2.0, 1.2, 0.95, 0.993, 2.0, 1.2, 0.95, 0.995, 2.0, 1.2, 0.95])
+    result = _table(f"seed 0={path}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[2] == "| 2, 3 | 99.4 % / 2.00 / 1.20 / 0.950 (1/2) | 0 of 1; by one classifier 1 of 2 |"
+    assert lines[3] == "| 2.5, 3 | **99.6 % / 2.00 / 1.45 / 0.920** (1/2) | 1 of 1; by one classifier 1 of 2 |"

@@ -19,6 +19,7 @@ from tinyldm.evaluation.classifier import (
     train_classifier,
 )
 from tinyldm.evaluation.metrics import (
+    MEMBER_KEYS,
     MIN_SAMPLES,
     ClassifierFeatures,
     evaluate_samples,
@@ -28,6 +29,7 @@ from tinyldm.evaluation.metrics import (
 __all__ = [
     "DigitClassifier",
     "ClassifierFeatures",
+    "MEMBER_KEYS",
     "MIN_SAMPLES",
     "dataset_arrays",
     "evaluate_samples",

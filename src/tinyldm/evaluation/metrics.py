@@ -16,12 +16,20 @@ What a number means here:
 * ``diversity`` -- per-class feature spread of the samples over that of real
   data: ~1 is healthy, << 1 means mode collapse (FID alone can hide it when the
   collapsed modes sit near the class means).
+
+Every figure above depends on the classifier that reads it: classifiers trained by the same recipe
+with different seeds, equally accurate on real digits, read the same samples further apart than the
+differences between most sampler settings (README: "How much of each figure is the classifier").
+Passing several classifiers (the evaluation's ``classifier_members``, seeds 0..k-1) reports each
+figure as the mean over them -- the same expected value as one classifier, with less of that noise
+-- and each member's own figures beside it (``member<i>_<key>``), so a difference can be weighed
+against what the instrument alone moves.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +43,7 @@ from tinyldm.evaluation.classifier import DigitClassifier, predict, to_input
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClassifierFeatures", "validate_samples", "evaluate_samples", "MIN_SAMPLES"]
+__all__ = ["ClassifierFeatures", "validate_samples", "evaluate_samples", "MIN_SAMPLES", "MEMBER_KEYS"]
 
 # FID estimates a covariance: 2 images is the mathematical minimum, but below a
 # few dozen the estimate is noise.  (Full rank needs num_features + 1 = 129.)
@@ -151,12 +159,25 @@ def _fid_batches(
         fid.update(to_input(images[start : start + batch_size]).to(device), real=real)
 
 
+MEMBER_KEYS = (
+    "cond_acc",
+    "fid",
+    "fid_floor",
+    "fid_ratio",
+    "fid_recon",
+    "fid_recon_ratio",
+    "recon_acc",
+    "classifier_acc",
+    "diversity",
+)
+
+
 def evaluate_samples(
     images_uint8: Any,
     labels: Any,
     reference_images_uint8: Any,
     reference_labels: Any,
-    classifier: DigitClassifier,
+    classifier: DigitClassifier | Sequence[DigitClassifier],
     num_classes: int,
     real_floor_images_uint8: Any = None,
     batch_size: int = 500,
@@ -171,7 +192,8 @@ def evaluate_samples(
         images_uint8: ``(N, 28, 28)`` uint8 samples.
         labels: ``(N,)`` requested class per sample, -1 for unconditional ones.
         reference_images_uint8, reference_labels: the held-out (val) split.
-        classifier: the evaluation classifier (see ``load_or_train_classifier``).
+        classifier: the evaluation classifier (see ``load_or_train_classifier``), or several trained
+            the same way with different seeds: each figure is then their mean (see the module notes).
         num_classes: number of classes.
         real_floor_images_uint8: real *training* images; a seeded random subset
             of N of them gives ``fid_floor``.  ``None`` -> floor keys are None.
@@ -189,9 +211,14 @@ def evaluate_samples(
         (list, None for never-requested classes), ``confusion_matrix`` (rows =
         requested label), ``fid``, ``fid_floor``, ``fid_ratio``, ``classifier_acc``
         (its accuracy on the reference split), ``diversity``, ``pred_histogram``,
-        ``num_samples``, ``num_reference``, and (with ``reconstruct``) ``fid_recon``, ``recon_acc``,
-        ``fid_recon_ratio``.
+        ``num_samples``, ``num_reference``, ``classifier_members``, and (with ``reconstruct``)
+        ``fid_recon``, ``recon_acc``, ``fid_recon_ratio``. With several classifiers, also
+        ``member<i>_<key>`` for each of :data:`MEMBER_KEYS`; the confusion matrix and prediction
+        histogram are then averaged over the members (floats).
     """
+    classifiers = [classifier] if isinstance(classifier, nn.Module) else list(classifier)
+    if not classifiers or not all(isinstance(c, nn.Module) for c in classifiers):
+        raise ValueError(f"classifier: need one DigitClassifier or a non-empty sequence of them, got {classifier!r}")
     images, labels = validate_samples(images_uint8, labels, num_classes, min_samples=min_samples)
     ref_images, ref_labels = validate_samples(
         reference_images_uint8, reference_labels, num_classes, min_samples=min_samples, what="reference"
@@ -199,12 +226,50 @@ def evaluate_samples(
     if (ref_labels < 0).any():
         raise ValueError("reference: labels must be real classes in [0, num_classes), not -1")
     n = len(images)
-    if n <= classifier.num_features:
+    if n <= classifiers[0].num_features:
         log.warning(
             "%d samples <= %d features: rank-deficient covariance, FID is biased upwards; compare FIDs only at equal N",
             n,
-            classifier.num_features,
+            classifiers[0].num_features,
         )
+    floor = None  # (real subset (N, 28, 28), its labels or None, its reconstruction or None)
+    if real_floor_images_uint8 is not None:
+        floor_images, _ = validate_samples(
+            real_floor_images_uint8, None, num_classes, min_samples=min_samples, what="real floor"
+        )
+        if len(floor_images) < n:
+            log.warning("only %d real floor images for %d samples; the floor is biased upwards", len(floor_images), n)
+        pick = np.sort(np.random.default_rng(seed).permutation(len(floor_images))[:n])
+        real = floor_images[pick]
+        reconstructed = None
+        if reconstruct is not None:  # once, whatever the number of classifiers
+            reconstructed = np.ascontiguousarray(reconstruct(real))
+            if reconstructed.shape != real.shape or reconstructed.dtype != np.uint8:
+                raise ValueError(
+                    f"reconstruct must return uint8 {real.shape}, got {reconstructed.dtype} {reconstructed.shape}"
+                )
+        floor_labels = None if real_floor_labels is None else np.asarray(real_floor_labels)[pick]
+        floor = (real, floor_labels, reconstructed)
+    results = [
+        _evaluate_with(c, images, labels, ref_images, ref_labels, num_classes, floor, batch_size) for c in classifiers
+    ]
+    if len(results) == 1:
+        return {**results[0], "classifier_members": 1}
+    return _combine_members(results)
+
+
+def _evaluate_with(
+    classifier: DigitClassifier,
+    images: np.ndarray,
+    labels: np.ndarray,
+    ref_images: np.ndarray,
+    ref_labels: np.ndarray,
+    num_classes: int,
+    floor: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Every figure of :func:`evaluate_samples` as read by one classifier (inputs already checked)."""
+    n = len(images)
     device = next(classifier.parameters()).device
     feats, preds = predict(classifier, images, batch_size)  # (N, F), (N,)
     ref_feats, ref_preds = predict(classifier, ref_images, batch_size)
@@ -219,8 +284,7 @@ def evaluate_samples(
         requested = confusion.sum(1)
         correct, asked = int((preds[mask] == labels_t[mask]).sum()), int(mask.sum())
         result["cond_acc"] = correct / asked
-        interval = binomtest(correct, asked).proportion_ci(confidence_level=0.95, method="wilson")
-        result["cond_acc_low"], result["cond_acc_high"] = float(interval.low), float(interval.high)
+        result["cond_acc_low"], result["cond_acc_high"] = _wilson(correct, asked)
         result["per_class_acc"] = [
             (confusion[c, c] / requested[c]).item() if requested[c] else None for c in range(num_classes)
         ]
@@ -244,59 +308,80 @@ def evaluate_samples(
     _fid_batches(fid, images, False, batch_size, device)
     result["fid"] = max(0.0, float(fid.compute()))  # >= 0 in exact arithmetic; clip -1e-7 round-off
     result["fid_floor"] = result["fid_ratio"] = None
-    if real_floor_images_uint8 is not None:
-        floor_images, _ = validate_samples(
-            real_floor_images_uint8, None, num_classes, min_samples=min_samples, what="real floor"
-        )
-        if len(floor_images) < n:
-            log.warning("only %d real floor images for %d samples; the floor is biased upwards", len(floor_images), n)
-        pick = np.sort(np.random.default_rng(seed).permutation(len(floor_images))[:n])
+    if floor is not None:
+        real, real_labels, reconstructed = floor
         fid.reset()  # keeps the reference statistics (reset_real_features=False)
-        _fid_batches(fid, floor_images[pick], False, batch_size, device)
+        _fid_batches(fid, real, False, batch_size, device)
         result["fid_floor"] = max(0.0, float(fid.compute()))
-        result["fid_ratio"] = result["fid"] / result["fid_floor"] if result["fid_floor"] > 0 else float("inf")
-        if reconstruct is not None:
+        result["fid_ratio"] = _ratio(result["fid"], result["fid_floor"])
+        if reconstructed is not None:
             result.update(
-                _reconstruction_ceiling(
-                    fid,
-                    classifier,
-                    floor_images[pick],
-                    real_floor_labels,
-                    pick,
-                    reconstruct,
-                    batch_size,
-                    device,
-                    result["fid"],
-                )
+                _reconstruction_ceiling(fid, classifier, reconstructed, real_labels, batch_size, device, result["fid"])
             )
     result.setdefault("fid_recon", None)
     return result
 
 
+def _wilson(correct: int, asked: int) -> tuple[float, float]:
+    interval = binomtest(correct, asked).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def _ratio(value: float, reference: float) -> float:
+    return value / reference if reference > 0 else float("inf")
+
+
+def _mean(values: list[Any]) -> Any:
+    """Mean of the members' figures; None where any member has none (the figure was not computed)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def _combine_members(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several classifiers' readings of the same samples: each figure their mean.
+
+    Ratios are of the means (``fid_ratio = fid / fid_floor`` holds as for one classifier); the
+    accuracy interval is the sampling interval at the mean number of correct samples, since the
+    members read the same samples.
+    """
+    first = results[0]
+    combined: dict[str, Any] = {
+        "num_samples": first["num_samples"],
+        "num_reference": first["num_reference"],
+        "classifier_members": len(results),
+    }
+    for key in ("cond_acc", "fid", "fid_floor", "fid_recon", "recon_acc", "classifier_acc", "diversity"):
+        combined[key] = _mean([r.get(key) for r in results])
+    combined["fid_ratio"] = None if combined["fid_floor"] is None else _ratio(combined["fid"], combined["fid_floor"])
+    if combined["fid_recon"] is not None:
+        combined["fid_recon_ratio"] = _ratio(combined["fid"], combined["fid_recon"])
+    combined["cond_acc_low"] = combined["cond_acc_high"] = None
+    if combined["cond_acc"] is not None:
+        asked = int(np.sum(first["confusion_matrix"]))
+        combined["cond_acc_low"], combined["cond_acc_high"] = _wilson(round(combined["cond_acc"] * asked), asked)
+    per_class = [r["per_class_acc"] for r in results]
+    combined["per_class_acc"] = None if per_class[0] is None else [_mean(list(c)) for c in zip(*per_class, strict=True)]
+    for key in ("confusion_matrix", "pred_histogram"):
+        combined[key] = None if first[key] is None else np.mean([r[key] for r in results], axis=0).tolist()
+    for i, r in enumerate(results):
+        combined.update({f"member{i}_{key}": r.get(key) for key in MEMBER_KEYS})
+    return combined
+
+
 def _reconstruction_ceiling(
     fid: FrechetInceptionDistance,
     classifier: DigitClassifier,
-    real: np.ndarray,
-    labels: Any,
-    pick: np.ndarray,
-    reconstruct: Callable[[np.ndarray], np.ndarray],
+    reconstructed: np.ndarray,
+    labels: np.ndarray | None,
     batch_size: int,
     device: torch.device,
     sample_fid: float,
 ) -> dict[str, Any]:
-    """FID and accuracy of ``real`` images passed through stage 1, against the same reference statistics."""
-    reconstructed = np.ascontiguousarray(reconstruct(real))
-    if reconstructed.shape != real.shape or reconstructed.dtype != np.uint8:
-        raise ValueError(f"reconstruct must return uint8 {real.shape}, got {reconstructed.dtype} {reconstructed.shape}")
+    """FID and accuracy of the real floor subset after stage 1 (``reconstructed``), against the same reference."""
     fid.reset()
     _fid_batches(fid, reconstructed, False, batch_size, device)
     fid_recon = max(0.0, float(fid.compute()))
-    out: dict[str, Any] = {
-        "fid_recon": fid_recon,
-        "fid_recon_ratio": sample_fid / fid_recon if fid_recon > 0 else float("inf"),
-        "recon_acc": None,
-    }
+    out: dict[str, Any] = {"fid_recon": fid_recon, "fid_recon_ratio": _ratio(sample_fid, fid_recon), "recon_acc": None}
     if labels is not None:
         _, preds = predict(classifier, reconstructed, batch_size)
-        out["recon_acc"] = (preds == torch.as_tensor(np.asarray(labels)[pick])).double().mean().item()
+        out["recon_acc"] = (preds == torch.as_tensor(labels)).double().mean().item()
     return out

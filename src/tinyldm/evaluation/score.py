@@ -7,6 +7,7 @@ figures under the same keys (``eval/cond_acc``, ``eval/fid``, ``eval/fid_floor``
 from __future__ import annotations
 
 import logging
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ SCALAR_KEYS = (
     "classifier_acc",
     "diversity",
     "num_samples",
+    "classifier_members",
 )
 
 
@@ -44,12 +46,17 @@ def score(
     classifier_epochs: int | None = None,
     seed: int = 0,
     autoencoder: Autoencoder | None = None,
+    classifier_members: int = 1,
 ) -> dict[str, Any]:
     """Scores of uint8 ``images`` (N, 28, 28) requested as ``labels`` (N,) on ``datamodule``'s held-out split.
 
     With the run's stage-1 ``autoencoder``, the real-floor subset is also scored after encode -> decode
-    (the reconstruction ceiling: ``fid_recon``, ``recon_acc``).
+    (the reconstruction ceiling: ``fid_recon``, ``recon_acc``). ``classifier_members`` > 1 reads the
+    samples with that many evaluation classifiers (seeds 0..k-1, each cached like the first, which is
+    the one-classifier evaluation's own) and reports each figure as their mean, each member's beside it.
     """
+    if isinstance(classifier_members, bool) or not isinstance(classifier_members, int) or classifier_members < 1:
+        raise ValueError(f"classifier_members={classifier_members!r} is not allowed: it must be an integer >= 1")
     datamodule.setup()
     if tuple(images.shape[1:]) != (28, 28):
         raise ValueError(
@@ -57,9 +64,12 @@ def score(
             "has 28x28 images (after removing the padding)"
         )
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    classifier, info = load_or_train_classifier(
-        datamodule.name, datamodule, cache_dir, epochs=classifier_epochs, device=device
-    )
+    members = [
+        load_or_train_classifier(
+            datamodule.name, datamodule, cache_dir, epochs=classifier_epochs, seed=i, device=device
+        )
+        for i in range(classifier_members)
+    ]
     reference_images, reference_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
     train_images, train_labels = dataset_arrays(datamodule.train_dataset, datamodule.pad)
     reconstruct = None if autoencoder is None else partial(reconstruct_uint8, autoencoder, datamodule)
@@ -68,15 +78,15 @@ def score(
         labels,
         reference_images,
         reference_labels,
-        classifier,
+        [model for model, _ in members],
         datamodule.num_classes,
         real_floor_images_uint8=train_images,
         seed=seed,
         real_floor_labels=train_labels,
         reconstruct=reconstruct,
     )
-    result["classifier_val_acc"] = info["val_accuracy"]
-    result["classifier_cache"] = info["cache_path"]
+    result["classifier_val_acc"] = float(np.mean([info["val_accuracy"] for _, info in members]))
+    result["classifier_cache"] = members[0][1]["cache_path"]  # the others differ only in the seed of the name
     return result
 
 
@@ -109,8 +119,14 @@ def format_table(result: dict[str, Any], title: str = "evaluation") -> str:
             return "-"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
+    def members(key: str) -> str:
+        """With several classifiers, the range of their own readings: how much the instrument alone moves."""
+        values = [result[k] for k in result if re.fullmatch(rf"member\d+_{key}", k)]
+        values = [v for v in values if v is not None]
+        return f"   (members {fmt(min(values))} .. {fmt(max(values))})" if len(values) > 1 else ""
+
     lines = [title, "-" * len(title)]
-    lines += [f"{key:<22}{fmt(result.get(key))}" for key in (*SCALAR_KEYS, "classifier_val_acc")]
+    lines += [f"{key:<22}{fmt(result.get(key))}{members(key)}" for key in (*SCALAR_KEYS, "classifier_val_acc")]
     per_class = result.get("per_class_acc")
     if per_class:
         lines.append("per-class accuracy    " + " ".join("-" if a is None else f"{a:.2f}" for a in per_class))

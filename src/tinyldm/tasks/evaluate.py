@@ -74,6 +74,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg.evaluation.classifier_epochs,
         int(cfg.seed),
         autoencoder=pipeline.autoencoder if pipeline is not None else None,
+        classifier_members=int(cfg.evaluation.classifier_members),
     )
     print(format_table(result, f"evaluation of {cfg.samples or cfg.ckpt} on {cfg.dataset.name}"))
     if cfg.ckpt and pipeline.takes_prompts:

@@ -179,6 +179,7 @@ def evaluate_model(module: LatentDiffusionModule, datamodule: L.LightningDataMod
         evaluation.classifier_epochs,
         int(evaluation.seed),
         autoencoder=module.autoencoder,
+        classifier_members=int(evaluation.classifier_members),
     )
     log.info("\n%s", format_table(result, f"evaluation of the final EMA model ({module.sampler})"))
     if pipeline.takes_prompts:
