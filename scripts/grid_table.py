@@ -1,6 +1,6 @@
 """Print guidance grids of several models side by side, with issue 10's four targets checked.
 
-    python scripts/grid_table.py LABEL=SWEEP_DIR/summary.csv [LABEL=...] [--steps-label N]
+    python scripts/grid_table.py LABEL=SWEEP_DIR/summary.csv [LABEL=...] [--spread]
 
 Each argument is one ``evaluate.py -m`` sweep (its ``summary.csv``), e.g. one per seed; a LABEL given
 more than once merges its sweeps into one column (e.g. a CFG and an APG sweep of one checkpoint). The
@@ -13,7 +13,8 @@ The last column counts the sweeps that meet all four at that setting.
 Sweeps evaluated with several classifiers (``evaluation.classifier_members=k``) show the mean figures,
 then "m/k" for how many of the k classifiers, each on its own, read that run as meeting all four; the
 last column then also gives the sum over runs of those member readings. This is how much of a
-pass or a miss is the instrument (README: how much of each figure is the classifier).
+pass or a miss is the instrument (README: how much of each figure is the classifier). ``--spread``
+prints, instead, one row per setting and label with each figure's range over the classifiers.
 """
 
 from __future__ import annotations
@@ -74,9 +75,47 @@ def read_sweep(path: Path) -> dict[tuple[str, float, float], dict[str, str]]:
     return points
 
 
+def spread_row(row: dict[str, str]) -> str:
+    """Each figure's lowest and highest reading over the classifiers, and how many read all four as met."""
+    readings = member_readings(row)
+    if not readings:
+        return "– | – | – | – | one classifier"
+
+    def span(key: str, fmt: str, scale: float = 1.0) -> str:
+        values = [scale * float(r[key]) for r in readings]
+        return f"{min(values):{fmt}}–{max(values):{fmt}}"
+
+    return (
+        f"{span('eval/cond_acc', '.1f', 100)} % | {span('eval/fid_ratio', '.2f')} | "
+        f"{span('eval/fid_recon_ratio', '.2f')} | {span('eval/diversity', '.3f')} | "
+        f"{sum(map(meets, readings))} of {len(readings)}"
+    )
+
+
+def print_spread(sweeps: dict[str, dict[tuple[str, float, float], dict[str, str]]]) -> None:
+    print("| s, w | run | accuracy | FID ÷ floor | FID ÷ recon | diversity | classifiers reading all four met |")
+    print("|---|---|---|---|---|---|---|")
+    for key in sorted({key for points in sweeps.values() for key in points}):
+        name, s, w = key
+        for label, points in sweeps.items():
+            if key in points:
+                print(f"| {s:g}, {w:g}{', ' + name if name else ''} | {label} | {spread_row(points[key])} |")
+    print()
+    for key in sorted({key for points in sweeps.values() for key in points}):
+        name, s, w = key
+        per_member: dict[int, list[bool]] = {}
+        for points in sweeps.values():
+            for i, reading in enumerate(member_readings(points.get(key, {}))):
+                per_member.setdefault(i, []).append(meets(reading))
+        counts = ", ".join(f"seed {i}: {sum(met)} of {len(met)}" for i, met in per_member.items())
+        if counts:
+            print(f"* {s:g}, {w:g}{', ' + name if name else ''}: runs meeting all four as read by classifier {counts}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="+", metavar="LABEL=SUMMARY_CSV")
+    parser.add_argument("--spread", action="store_true", help="each figure's range over the classifiers")
     args = parser.parse_args()
     sweeps = {}
     for item in args.sweeps:
@@ -84,6 +123,9 @@ def main() -> None:
         if not sep or not Path(path).is_file():
             parser.error(f"{item!r}: expected LABEL=PATH/summary.csv with an existing file")
         sweeps.setdefault(label, {}).update(read_sweep(Path(path)))
+    if args.spread:
+        print_spread(sweeps)
+        return
     settings = sorted({key for points in sweeps.values() for key in points})
     print(f"| s, w | {' | '.join(sweeps)} | all four met |")
     print(f"|---|{'---|' * len(sweeps)}---|")

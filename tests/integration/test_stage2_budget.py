@@ -113,3 +113,7 @@ def test_grid_table_counts_each_classifiers_own_reading(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[2] == "| 2, 3 | 99.4 % / 2.00 / 1.20 / 0.950 (1/2) | 0 of 1; by one classifier 1 of 2 |"
     assert lines[3] == "| 2.5, 3 | **99.6 % / 2.00 / 1.45 / 0.920** (1/2) | 1 of 1; by one classifier 1 of 2 |"
+    spread = _table(f"seed 0={path}", "--spread").stdout.splitlines()
+    assert spread[2] == "| 2, 3 | seed 0 | 99.3–99.5 % | 2.00–2.00 | 1.20–1.20 | 0.950–0.950 | 1 of 2 |"
+    assert spread[3] == "| 2.5, 3 | seed 0 | 99.6–99.6 % | 2.00–2.00 | 1.35–1.55 | 0.920–0.920 | 1 of 2 |"
+    assert "* 2, 3: runs meeting all four as read by classifier seed 0: 0 of 1, seed 1: 1 of 1" in spread
