@@ -5,10 +5,12 @@
 #
 # RUN_DIR is a train.py run (its checkpoints/diffusion.ckpt, resolved_config.yaml and .hydra/). Each run is
 # scored exactly as its end-of-training evaluation was (its dataset settings and split seed, its cache, so
-# the same classifier; sampling seed 0, 1,000 samples), by `evaluate.py -m` over
+# the same classifier, or classifiers: its evaluation.classifier_members and classifier_epochs; sampling
+# seed 0, 1,000 samples), by `evaluate.py -m` over
 #   classifier-free guidance:          SCALES (default 1.75,2) x AUTO (default 2.5,3.5)
 #   and, when APG_SCALES is set, APG:  APG_SCALES x APG_AUTO (default 3) at APG_ETA (0), APG_MOMENTUM (-0.5)
-# (AUTO / APG_AUTO are autoguidance scales w). EVAL="key=value ..." adds overrides to every evaluation.
+# (AUTO / APG_AUTO are autoguidance scales w). EVAL="key=value ..." adds overrides to every evaluation
+# (e.g. EVAL="evaluation.classifier_members=5": README, how much of each figure is the classifier).
 # Sweeps land in OUT/LABEL_cfg/ and OUT/LABEL_apg/ (summary.csv each); the table, one row per setting and
 # one column per run, is printed by scripts/grid_table.py and kept in OUT/table.md.
 #
@@ -61,8 +63,9 @@ cd "$repo"
 columns=()
 for label in "${labels[@]}"; do
   run="${runs[$label]}"
-  # the run's dataset exactly as it trained (option, split seed, size, source) and its cache: its own
-  # classifier, reference split and real floor. One value per line: dataset option, cache, overrides.
+  # the run's dataset exactly as it trained (option, split seed, size, source), its cache and its evaluation
+  # classifiers: its own classifier(s), reference split and real floor. One value per line: dataset option,
+  # cache, overrides (runs from before evaluation.classifier_members had one classifier).
   mapfile -t setup < <(python - "$run" <<'EOF'
 import json
 import sys
@@ -77,10 +80,17 @@ dataset = OmegaConf.to_container(config.dataset, resolve=True)
 for key in ("root", "source", "val_fraction", "seed", "image_size", "max_train_samples"):  # what the data are
     if key in dataset:
         print(f"dataset.{key}={'null' if dataset[key] is None else json.dumps(dataset[key])}")
+evaluation = OmegaConf.to_container(config.evaluation, resolve=True)
+print(f"evaluation.classifier_members={evaluation.get('classifier_members', 1)}")
+print(f"evaluation.classifier_epochs={json.dumps(evaluation.get('classifier_epochs'))}")
 EOF
 )
   (( ${#setup[@]} >= 2 )) || { echo "could not read the configuration of $run" >&2; exit 1; }
-  common=("ckpt=$run/checkpoints/diffusion.ckpt" "dataset=${setup[0]}" "${setup[@]:2}" seed=0
+  own=()  # the run's settings, less those EVAL sets itself
+  for item in "${setup[@]:2}"; do
+    [[ " ${eval_extra[*]} " == *" ${item%%=*}="* ]] || own+=("$item")
+  done
+  common=("ckpt=$run/checkpoints/diffusion.ckpt" "dataset=${setup[0]}" "${own[@]}" seed=0
     "paths.cache_dir=${setup[1]}" "${eval_extra[@]}")
   python evaluate.py -m "${common[@]}" "sampler.guidance_scale=${SCALES:-1.75,2}" \
     "sampler.autoguidance_scale=${AUTO:-2.5,3.5}" "hydra.sweep.dir=$out/${label}_cfg" > "$out/${label}_cfg.log" 2>&1 \

@@ -58,19 +58,22 @@ def test_guidance_screen_refuses_bad_arguments_before_any_work(tmp_path, args, e
 
 def test_guidance_screen_scores_a_run_as_its_own_evaluation_did_and_never_redoes_a_sweep(tmp_path):
     run = tmp_path / "run"
-    run_script("train.py", [*SMOKE.split(), "seed=3", *path_overrides(tmp_path)], run)
+    run_script(
+        "train.py", [*SMOKE.split(), "seed=3", "evaluation.classifier_members=2", *path_overrides(tmp_path)], run
+    )
     own = json.loads((run / "metrics.json").read_text())
     out = tmp_path / "out"
     env = {"SCALES": "2", "AUTO": "1", "APG_SCALES": "2", "APG_AUTO": "1"}
-    env["EVAL"] = "evaluation.n_per_class=5 evaluation.classifier_epochs=1 sampler.steps=5"
+    env["EVAL"] = "evaluation.n_per_class=5 sampler.steps=5"  # classifier epochs and members: the run's own
     result = _screen(out, f"r={run}", **env)
     assert result.returncode == 0, result.stderr[-3000:]
     with (out / "r_cfg" / "summary.csv").open() as handle:
         (row,) = list(csv.DictReader(handle))
     # the run's own split (seed 3), classifier and sampling seed: the same setting scores the same
     assert own["eval/guidance_scale"] == 2.0 and own["eval/guidance_method"] == "cfg"
-    for key in ("eval/cond_acc", "eval/fid", "eval/fid_floor", "eval/diversity"):
+    for key in ("eval/cond_acc", "eval/fid", "eval/fid_floor", "eval/diversity", "eval/member1_fid"):
         assert float(row[key]) == pytest.approx(own[key], rel=1e-5), key
+    assert int(row["eval/classifier_members"]) == own["eval/classifier_members"] == 2
     with (out / "r_apg" / "summary.csv").open() as handle:
         (apg,) = list(csv.DictReader(handle))
     assert (apg["guidance_method"], float(apg["apg_eta"]), float(apg["apg_momentum"])) == ("apg", 0.0, -0.5)
