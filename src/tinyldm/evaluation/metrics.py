@@ -159,6 +159,7 @@ def _fid_batches(
         fid.update(to_input(images[start : start + batch_size]).to(device), real=real)
 
 
+# what each classifier reads on its own (``member<i>_<key>`` with several); cond_acc first
 MEMBER_KEYS = (
     "cond_acc",
     "fid",
@@ -349,7 +350,7 @@ def _combine_members(results: list[dict[str, Any]]) -> dict[str, Any]:
         "num_reference": first["num_reference"],
         "classifier_members": len(results),
     }
-    for key in ("cond_acc", "fid", "fid_floor", "fid_recon", "recon_acc", "classifier_acc", "diversity"):
+    for key in (k for k in MEMBER_KEYS if not k.endswith("_ratio")):  # the ratios are of these means, below
         combined[key] = _mean([r.get(key) for r in results])
     combined["fid_ratio"] = None if combined["fid_floor"] is None else _ratio(combined["fid"], combined["fid_floor"])
     if combined["fid_recon"] is not None:

@@ -17,25 +17,12 @@ import torch
 
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.evaluation.classifier import dataset_arrays, load_or_train_classifier
-from tinyldm.evaluation.metrics import evaluate_samples
+from tinyldm.evaluation.metrics import MEMBER_KEYS, evaluate_samples
 from tinyldm.utils.images import to_uint8
 
 log = logging.getLogger(__name__)
-SCALAR_KEYS = (
-    "cond_acc",
-    "cond_acc_low",
-    "cond_acc_high",
-    "fid",
-    "fid_floor",
-    "fid_ratio",
-    "fid_recon",
-    "fid_recon_ratio",
-    "recon_acc",
-    "classifier_acc",
-    "diversity",
-    "num_samples",
-    "classifier_members",
-)
+# the headline figures: the accuracy with its interval, then every figure each classifier reads
+SCALAR_KEYS = ("cond_acc", "cond_acc_low", "cond_acc_high", *MEMBER_KEYS[1:], "num_samples", "classifier_members")
 
 
 def score(
