@@ -73,7 +73,7 @@ def score(
         reconstruct=reconstruct,
     )
     result["classifier_val_acc"] = float(np.mean([info["val_accuracy"] for _, info in members]))
-    result["classifier_cache"] = members[0][1]["cache_path"]  # the others differ only in the seed of the name
+    result["classifier_cache"] = members[0][1]["cache_path"]  # the other members sit beside it
     return result
 
 
