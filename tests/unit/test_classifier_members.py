@@ -118,3 +118,4 @@ def test_score_trains_members_with_seeds_and_reuses_the_first_as_the_single_clas
     table = format_table(both)
     assert "classifier_members    2" in table and "(members " in table
     assert "(members " not in format_table(one)
+    assert "read by one classifier" in format_table(one) and "read by one classifier" not in table

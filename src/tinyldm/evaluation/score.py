@@ -117,4 +117,9 @@ def format_table(result: dict[str, Any], title: str = "evaluation") -> str:
     per_class = result.get("per_class_acc")
     if per_class:
         lines.append("per-class accuracy    " + " ".join("-" if a is None else f"{a:.2f}" for a in per_class))
+    if result.get("classifier_members") == 1:  # say so where the figures are read, not only in the README
+        lines.append(
+            "(read by one classifier; another of the same recipe reads the same samples differently: "
+            "evaluation.classifier_members=5 averages five, README 'How much of each figure is the classifier')"
+        )
     return "\n".join(lines)
