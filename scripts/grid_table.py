@@ -63,6 +63,12 @@ def method(row: dict[str, str]) -> str:
     return f"{row['guidance_method'].upper()} η {float(row['apg_eta']):g} β {float(row['apg_momentum']):g}"
 
 
+def setting_label(key: tuple[str, float, float]) -> str:
+    """A row's setting as printed: "s, w", then the method when it is not plain CFG."""
+    name, s, w = key
+    return f"{s:g}, {w:g}{', ' + name if name else ''}"
+
+
 def read_sweep(path: Path) -> dict[tuple[str, float, float], dict[str, str]]:
     """``(method, s, w) -> row`` of the sweep's finished points (failed points are left out, and said so)."""
     points = {}
@@ -95,21 +101,20 @@ def spread_row(row: dict[str, str]) -> str:
 def print_spread(sweeps: dict[str, dict[tuple[str, float, float], dict[str, str]]]) -> None:
     print("| s, w | run | accuracy | FID ÷ floor | FID ÷ recon | diversity | classifiers reading all four met |")
     print("|---|---|---|---|---|---|---|")
-    for key in sorted({key for points in sweeps.values() for key in points}):
-        name, s, w = key
+    settings = sorted({key for points in sweeps.values() for key in points})
+    for key in settings:
         for label, points in sweeps.items():
             if key in points:
-                print(f"| {s:g}, {w:g}{', ' + name if name else ''} | {label} | {spread_row(points[key])} |")
+                print(f"| {setting_label(key)} | {label} | {spread_row(points[key])} |")
     print()
-    for key in sorted({key for points in sweeps.values() for key in points}):
-        name, s, w = key
+    for key in settings:
         per_member: dict[int, list[bool]] = {}
         for points in sweeps.values():
             for i, reading in enumerate(member_readings(points.get(key, {}))):
                 per_member.setdefault(i, []).append(meets(reading))
         counts = ", ".join(f"seed {i}: {sum(met)} of {len(met)}" for i, met in per_member.items())
         if counts:
-            print(f"* {s:g}, {w:g}{', ' + name if name else ''}: runs meeting all four as read by classifier {counts}")
+            print(f"* {setting_label(key)}: runs meeting all four as read by classifier {counts}")
 
 
 def main() -> None:
@@ -135,8 +140,7 @@ def main() -> None:
         cells = " | ".join("–" if row is None else cell(row) for row in rows)
         readings = [m for row in rows if row is not None for m in member_readings(row)]
         by_member = f"; by one classifier {sum(map(meets, readings))} of {len(readings)}" if readings else ""
-        name, s, w = key
-        print(f"| {s:g}, {w:g}{', ' + name if name else ''} | {cells} | {met} of {len(rows)}{by_member} |")
+        print(f"| {setting_label(key)} | {cells} | {met} of {len(rows)}{by_member} |")
 
 
 if __name__ == "__main__":
