@@ -37,7 +37,15 @@ from tinyldm.utils.images import to_uint8
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DigitClassifier", "to_input", "dataset_arrays", "predict", "train_classifier", "load_or_train_classifier"]
+__all__ = [
+    "DigitClassifier",
+    "to_input",
+    "dataset_arrays",
+    "predict",
+    "train_classifier",
+    "load_or_train_classifier",
+    "load_or_train_classifiers",
+]
 
 # Bump when the architecture or training recipe changes: invalidates cached classifiers.
 CLASSIFIER_VERSION = 1
@@ -260,12 +268,26 @@ def load_or_train_classifier(
         ``(model, info)`` with info keys ``val_accuracy`` (on the held-out split), ``cache_path``,
         ``reused``, ``key``, ``num_train``, ``num_val``, ``epochs``.
     """
+    (member,) = load_or_train_classifiers(dataset_key, datamodule, cache_dir, [seed], epochs, num_features, device)
+    return member
+
+
+def load_or_train_classifiers(
+    dataset_key: str,
+    datamodule: Any,
+    cache_dir: str | Path,
+    seeds: list[int],
+    epochs: int | None = None,
+    num_features: int = 128,
+    device: str | torch.device = "cpu",
+) -> list[tuple[DigitClassifier, dict[str, Any]]]:
+    """:func:`load_or_train_classifier` for each of ``seeds``, with the data prepared once for all of them."""
     datamodule.setup()
     datamodule = _full_train_datamodule(datamodule)
     train_images, train_labels = dataset_arrays(datamodule.train_dataset, datamodule.pad)
     val_images, val_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
     epochs = default_epochs(len(train_labels)) if epochs is None else int(epochs)
-    identity = {
+    split = {
         "version": CLASSIFIER_VERSION,
         "dataset_key": dataset_key,
         "name": datamodule.name,
@@ -277,43 +299,50 @@ def load_or_train_classifier(
         "num_classes": datamodule.num_classes,
         "num_features": num_features,
         "epochs": epochs,
-        "seed": seed,
     }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    key = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset_key)}-{digest}"
-    path = Path(cache_dir) / "classifiers" / f"{key}.pt"
-    info: dict[str, Any] = {
-        "key": key,
-        "cache_path": str(path),
-        "num_train": len(train_labels),
-        "num_val": len(val_labels),
-        "epochs": epochs,
-    }
+    members = []
+    for seed in seeds:
+        identity = {**split, "seed": seed}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+        key = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset_key)}-{digest}"
+        path = Path(cache_dir) / "classifiers" / f"{key}.pt"
+        info: dict[str, Any] = {
+            "key": key,
+            "cache_path": str(path),
+            "num_train": len(train_labels),
+            "num_val": len(val_labels),
+            "epochs": epochs,
+        }
 
-    cached = _read_cache(path, identity, datamodule.num_classes, num_features) if path.exists() else None
-    if cached is not None:
-        model, accuracy = cached
-        log.info("reusing cached classifier %s (held-out accuracy %.4f)", path, accuracy)
-        return model.to(device), {**info, "val_accuracy": accuracy, "reused": True}
+        cached = _read_cache(path, identity, datamodule.num_classes, num_features) if path.exists() else None
+        if cached is not None:
+            model, accuracy = cached
+            log.info("reusing cached classifier %s (held-out accuracy %.4f)", path, accuracy)
+            members.append((model.to(device), {**info, "val_accuracy": accuracy, "reused": True}))
+            continue
 
-    start = time.perf_counter()
-    model, accuracy = train_classifier(
-        train_images,
-        train_labels,
-        val_images,
-        val_labels,
-        epochs=epochs,
-        seed=seed,
-        num_features=num_features,
-        num_classes=datamodule.num_classes,
-        device=device,
-    )
-    log.info(
-        "trained classifier for %s in %.1fs: held-out accuracy %.4f", dataset_key, time.perf_counter() - start, accuracy
-    )
-    state = {k: v.cpu() for k, v in model.state_dict().items()}
-    with atomic_write(path) as handle:  # concurrent runs never read half a file
-        torch.save(
-            {"format": _CACHE_FORMAT, "identity": identity, "state_dict": state, "val_accuracy": accuracy}, handle
+        start = time.perf_counter()
+        model, accuracy = train_classifier(
+            train_images,
+            train_labels,
+            val_images,
+            val_labels,
+            epochs=epochs,
+            seed=seed,
+            num_features=num_features,
+            num_classes=datamodule.num_classes,
+            device=device,
         )
-    return model, {**info, "val_accuracy": accuracy, "reused": False}
+        log.info(
+            "trained classifier for %s in %.1fs: held-out accuracy %.4f",
+            dataset_key,
+            time.perf_counter() - start,
+            accuracy,
+        )
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        with atomic_write(path) as handle:  # concurrent runs never read half a file
+            torch.save(
+                {"format": _CACHE_FORMAT, "identity": identity, "state_dict": state, "val_accuracy": accuracy}, handle
+            )
+        members.append((model, {**info, "val_accuracy": accuracy, "reused": False}))
+    return members

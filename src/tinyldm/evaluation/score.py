@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tinyldm.autoencoders.base import Autoencoder
-from tinyldm.evaluation.classifier import dataset_arrays, load_or_train_classifier
+from tinyldm.evaluation.classifier import dataset_arrays, load_or_train_classifiers
 from tinyldm.evaluation.metrics import MEMBER_KEYS, evaluate_samples
 from tinyldm.utils.images import to_uint8
 
@@ -51,12 +51,9 @@ def score(
             "has 28x28 images (after removing the padding)"
         )
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    members = [
-        load_or_train_classifier(
-            datamodule.name, datamodule, cache_dir, epochs=classifier_epochs, seed=i, device=device
-        )
-        for i in range(classifier_members)
-    ]
+    members = load_or_train_classifiers(
+        datamodule.name, datamodule, cache_dir, list(range(classifier_members)), classifier_epochs, device=device
+    )
     reference_images, reference_labels = dataset_arrays(datamodule.val_dataset, datamodule.pad)
     train_images, train_labels = dataset_arrays(datamodule.train_dataset, datamodule.pad)
     reconstruct = None if autoencoder is None else partial(reconstruct_uint8, autoencoder, datamodule)
