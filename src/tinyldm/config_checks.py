@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
+from tinyldm.diffusion.noise_assignment import validate_noise_assignment
 from tinyldm.diffusion.timestep_sampling import TimestepSampling
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.ema import validate_ema, validate_guide_at
@@ -224,5 +225,6 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
     validate_min_snr_gamma(cfg.diffusion.get("min_snr_gamma"))
     sampling = cfg.diffusion.get("timestep_sampling")
     TimestepSampling.from_config(OmegaConf.to_container(sampling, resolve=True) if sampling is not None else None)
+    validate_noise_assignment(cfg.diffusion.get("noise_assignment", "independent"))
     validate_ema(cfg.diffusion.ema_decay, cfg.diffusion.get("ema_power"))
     return unet_config

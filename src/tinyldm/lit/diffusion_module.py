@@ -23,6 +23,7 @@ from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.denoiser import ConditionalDenoiser
 from tinyldm.diffusion import DiffusionSampler, NoiseSchedule, from_legacy_config
 from tinyldm.diffusion.loss_weighting import min_snr_weights, validate_min_snr_gamma
+from tinyldm.diffusion.noise_assignment import immiscible_pairing, validate_noise_assignment
 from tinyldm.diffusion.timestep_sampling import TimestepSampling
 from tinyldm.lit.ema import ema_with_warmup, power_function_ema, validate_ema, validate_guide_at
 from tinyldm.lit.optim import build_optimizers, fused_allowed
@@ -51,6 +52,7 @@ class LatentDiffusionModule(L.LightningModule):
         guide_at: float | None = None,
         min_snr_gamma: float | None = None,
         timestep_sampling: Mapping[str, Any] | None = None,
+        noise_assignment: str = "independent",
         channels_last: bool = False,
         compile_unet: bool = False,
         image_pad: int = 2,
@@ -63,6 +65,7 @@ class LatentDiffusionModule(L.LightningModule):
         validate_ema(ema_decay, ema_power)
         validate_guide_at(guide_at)
         validate_min_snr_gamma(min_snr_gamma)
+        validate_noise_assignment(noise_assignment)
         # training draws timesteps from this; validation always uniformly, so val losses compare across settings
         self.timestep_sampling = TimestepSampling.from_config(timestep_sampling)
         self.save_hyperparameters(ignore=["image_dir", "trained_autoencoder"])
@@ -151,10 +154,10 @@ class LatentDiffusionModule(L.LightningModule):
     ) -> torch.Tensor:
         """MSE between the denoiser's output and the noise schedule's target at random timesteps.
 
-        With ``weighted`` (training), timesteps come from ``timestep_sampling`` and, with
-        ``min_snr_gamma`` set, each sample's MSE is scaled by its min-SNR weight; validation passes
-        ``weighted=False``, so ``ldm/val/loss`` stays the plain MSE at uniform timesteps, comparable
-        between runs with and without either.
+        With ``weighted`` (training), timesteps come from ``timestep_sampling``, noise draws are paired
+        with latents by ``noise_assignment`` and, with ``min_snr_gamma`` set, each sample's MSE is scaled
+        by its min-SNR weight; validation passes ``weighted=False``, so ``ldm/val/loss`` stays the plain
+        MSE at uniform timesteps and independent noise, comparable between runs with and without any of them.
         """
         batch = latents.shape[0]
         T = self.noise_schedule.num_train_timesteps
@@ -163,6 +166,8 @@ class LatentDiffusionModule(L.LightningModule):
         sampling = self.timestep_sampling if weighted else TimestepSampling()
         timesteps = sampling.sample(batch, T, generator, gen_device).to(device)  # (B,)
         noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(device)  # (B, C, h, w)
+        if weighted and self.hparams.get("noise_assignment", "independent") == "immiscible":
+            noise = immiscible_pairing(latents, noise)  # (B, C, h, w): the same draws, re-paired
         noisy = self.noise_schedule.add_noise(latents, noise, timesteps)  # (B, C, h, w)
         context, mask = denoiser.context(labels, batch, drop_labels=drop_labels, generator=generator)  # (B, K, D)
         prediction = denoiser(noisy, timesteps, context, mask)

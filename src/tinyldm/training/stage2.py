@@ -58,6 +58,7 @@ def module_from_config(
         guide_at=diffusion.get("guide_at"),
         min_snr_gamma=diffusion.get("min_snr_gamma"),
         timestep_sampling=plain(diffusion.timestep_sampling) if diffusion.get("timestep_sampling") else None,
+        noise_assignment=str(diffusion.get("noise_assignment", "independent")),
         channels_last=bool(diffusion.get("channels_last", False)),
         compile_unet=bool(diffusion.get("compile_unet", False)),
         image_pad=image_pad,

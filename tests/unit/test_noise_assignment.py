@@ -1,0 +1,65 @@
+"""Immiscible noise assignment: the same draws, re-paired to the least total distance; training only."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from tinyldm.diffusion.noise_assignment import immiscible_pairing, validate_noise_assignment
+
+
+def total_distance(latents: torch.Tensor, noise: torch.Tensor) -> float:
+    return (latents - noise).flatten(1).norm(dim=1).sum().item()
+
+
+def test_pairing_keeps_the_draws_and_finds_the_least_total_distance():
+    """On 6 pairs every permutation can be tried: the assignment is the optimum, and a permutation of the draws."""
+    generator = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(6, 4, 2, 2, generator=generator), torch.randn(6, 4, 2, 2, generator=generator)
+    paired = immiscible_pairing(latents, noise)
+    assert paired.shape == noise.shape
+    # the same draws (each row of the result is one row of the input, each used once)
+    matches = (paired.flatten(1)[:, None] == noise.flatten(1)[None]).all(-1)  # (6, 6)
+    assert torch.equal(matches.sum(0), torch.ones(6, dtype=torch.long))
+    assert torch.equal(matches.sum(1), torch.ones(6, dtype=torch.long))
+    best = min(total_distance(latents, noise[list(order)]) for order in itertools.permutations(range(6)))
+    assert total_distance(latents, paired) == pytest.approx(best, rel=1e-6)
+
+
+def test_a_batch_of_latents_is_paired_closer_than_independent_noise():
+    generator = torch.Generator().manual_seed(1)
+    latents = torch.randn(256, 4, 8, 8, generator=generator) * 0.5 + 0.3
+    noise = torch.randn(256, 4, 8, 8, generator=generator)
+    paired = immiscible_pairing(latents, noise)
+    assert total_distance(latents, paired) < 0.95 * total_distance(latents, noise)
+    assert torch.equal(paired.sort(0).values, noise.sort(0).values)  # a reordering: per-element marginals kept
+
+
+def test_bad_values_are_refused_by_name():
+    assert validate_noise_assignment("immiscible") == "immiscible"
+    with pytest.raises(ValueError, match=r"diffusion.noise_assignment='ot'; allowed: independent, immiscible"):
+        validate_noise_assignment("ot")
+    with pytest.raises(ValueError, match="must have the same shape"):
+        immiscible_pairing(torch.zeros(4, 2), torch.zeros(3, 2))
+
+
+def test_module_pairs_training_noise_but_validates_with_independent_noise(compose):
+    """diffusion.noise_assignment reaches the training loss only; validation (weighted=False) stays comparable."""
+    from tests.helpers.modules import diffusion_module
+
+    cfg = compose(["debug=smoke", "model=ae"])
+    independent = diffusion_module(cfg, min_snr_gamma=None)
+    immiscible = diffusion_module(cfg, min_snr_gamma=None, noise_assignment="immiscible")
+    latents, labels = torch.randn(32, 4, 8, 8) * 2, torch.arange(32) % 10
+
+    def loss(module, **kwargs):
+        generator = torch.Generator().manual_seed(1)
+        return module.diffusion_loss(module.denoiser, latents, labels, generator, drop_labels=False, **kwargs)
+
+    with torch.no_grad():
+        assert torch.equal(loss(immiscible, weighted=False), loss(independent, weighted=False))
+        assert not torch.equal(loss(immiscible), loss(independent))
+    with pytest.raises(ValueError, match=r"diffusion.noise_assignment='nearest'; allowed"):
+        diffusion_module(cfg, noise_assignment="nearest")
