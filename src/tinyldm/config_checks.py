@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.autoencoders.base import Autoencoder
+from tinyldm.diffusion.input_perturbation import validate_input_perturbation
 from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
 from tinyldm.diffusion.noise_assignment import validate_noise_assignment
 from tinyldm.diffusion.timestep_sampling import TimestepSampling
@@ -226,5 +227,6 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
     sampling = cfg.diffusion.get("timestep_sampling")
     TimestepSampling.from_config(OmegaConf.to_container(sampling, resolve=True) if sampling is not None else None)
     validate_noise_assignment(cfg.diffusion.get("noise_assignment", "independent"))
+    validate_input_perturbation(cfg.diffusion.get("input_perturbation", 0.0))
     validate_ema(cfg.diffusion.ema_decay, cfg.diffusion.get("ema_power"))
     return unet_config

@@ -36,6 +36,7 @@ def _run(compose, overrides):
         ),
         ("diffusion.ema_decay=1.0", r"diffusion.ema_decay=1.0 must be a number in \[0, 1\)"),
         ("diffusion.noise_assignment=ot", r"diffusion.noise_assignment='ot'; allowed: independent, immiscible"),
+        ("diffusion.input_perturbation=2", r"diffusion.input_perturbation=2 must be a number in \[0, 1\]"),
         ("sampler.steps=2000", r"sampler: steps=2000 exceeds the noise schedule's num_train_timesteps=1000"),
         ("sampler.clip_sample_range=0", r"clip_sample_range must be a finite number > 0, got 0"),
         ("diffusion.batch_size=0", r"diffusion.batch_size=0 is not allowed: it must be an integer >= 1"),

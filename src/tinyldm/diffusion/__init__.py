@@ -9,7 +9,9 @@
 * :mod:`~tinyldm.diffusion.sampling` - :class:`DiffusionSampler`, the inference-time choices and the
   sampling loop;
 * :mod:`~tinyldm.diffusion.loss_weighting` - min-SNR loss weights;
-* :mod:`~tinyldm.diffusion.timestep_sampling` - which timesteps training draws (uniform, logit-normal).
+* :mod:`~tinyldm.diffusion.timestep_sampling` - which timesteps training draws (uniform, logit-normal);
+* :mod:`~tinyldm.diffusion.noise_assignment` - which noise draw each training latent gets (immiscible pairing);
+* :mod:`~tinyldm.diffusion.input_perturbation` - training inputs a little noisier than the target assumes.
 
 Nothing here holds learned weights; the denoiser (``tinyldm.unet``) is passed in as a callable.
 """

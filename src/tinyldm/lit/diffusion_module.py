@@ -22,6 +22,7 @@ from torchmetrics import MeanMetric
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.denoiser import ConditionalDenoiser
 from tinyldm.diffusion import DiffusionSampler, NoiseSchedule, from_legacy_config
+from tinyldm.diffusion.input_perturbation import perturbed_noise, validate_input_perturbation
 from tinyldm.diffusion.loss_weighting import min_snr_weights, validate_min_snr_gamma
 from tinyldm.diffusion.noise_assignment import immiscible_pairing, validate_noise_assignment
 from tinyldm.diffusion.timestep_sampling import TimestepSampling
@@ -53,6 +54,7 @@ class LatentDiffusionModule(L.LightningModule):
         min_snr_gamma: float | None = None,
         timestep_sampling: Mapping[str, Any] | None = None,
         noise_assignment: str = "independent",
+        input_perturbation: float = 0.0,
         channels_last: bool = False,
         compile_unet: bool = False,
         image_pad: int = 2,
@@ -66,6 +68,7 @@ class LatentDiffusionModule(L.LightningModule):
         validate_guide_at(guide_at)
         validate_min_snr_gamma(min_snr_gamma)
         validate_noise_assignment(noise_assignment)
+        validate_input_perturbation(input_perturbation)
         # training draws timesteps from this; validation always uniformly, so val losses compare across settings
         self.timestep_sampling = TimestepSampling.from_config(timestep_sampling)
         self.save_hyperparameters(ignore=["image_dir", "trained_autoencoder"])
@@ -155,9 +158,10 @@ class LatentDiffusionModule(L.LightningModule):
         """MSE between the denoiser's output and the noise schedule's target at random timesteps.
 
         With ``weighted`` (training), timesteps come from ``timestep_sampling``, noise draws are paired
-        with latents by ``noise_assignment`` and, with ``min_snr_gamma`` set, each sample's MSE is scaled
-        by its min-SNR weight; validation passes ``weighted=False``, so ``ldm/val/loss`` stays the plain
-        MSE at uniform timesteps and independent noise, comparable between runs with and without any of them.
+        with latents by ``noise_assignment``, the input is perturbed by ``input_perturbation`` and, with
+        ``min_snr_gamma`` set, each sample's MSE is scaled by its min-SNR weight; validation passes
+        ``weighted=False``, so ``ldm/val/loss`` stays the plain MSE at uniform timesteps and independent,
+        unperturbed noise, comparable between runs with and without any of them.
         """
         batch = latents.shape[0]
         T = self.noise_schedule.num_train_timesteps
@@ -168,7 +172,9 @@ class LatentDiffusionModule(L.LightningModule):
         noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(device)  # (B, C, h, w)
         if weighted and self.hparams.get("noise_assignment", "independent") == "immiscible":
             noise = immiscible_pairing(latents, noise)  # (B, C, h, w): the same draws, re-paired
-        noisy = self.noise_schedule.add_noise(latents, noise, timesteps)  # (B, C, h, w)
+        gamma_input = float(self.hparams.get("input_perturbation", 0.0)) if weighted else 0.0
+        input_noise = perturbed_noise(noise, gamma_input, generator) if gamma_input > 0 else noise  # (B, C, h, w)
+        noisy = self.noise_schedule.add_noise(latents, input_noise, timesteps)  # (B, C, h, w)
         context, mask = denoiser.context(labels, batch, drop_labels=drop_labels, generator=generator)  # (B, K, D)
         prediction = denoiser(noisy, timesteps, context, mask)
         target = self.noise_schedule.training_target(latents, noise, timesteps)  # (B, C, h, w)

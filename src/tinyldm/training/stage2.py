@@ -59,6 +59,7 @@ def module_from_config(
         min_snr_gamma=diffusion.get("min_snr_gamma"),
         timestep_sampling=plain(diffusion.timestep_sampling) if diffusion.get("timestep_sampling") else None,
         noise_assignment=str(diffusion.get("noise_assignment", "independent")),
+        input_perturbation=diffusion.get("input_perturbation", 0.0),
         channels_last=bool(diffusion.get("channels_last", False)),
         compile_unet=bool(diffusion.get("compile_unet", False)),
         image_pad=image_pad,

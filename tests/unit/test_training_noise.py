@@ -1,4 +1,4 @@
-"""Immiscible noise assignment: the same draws, re-paired to the least total distance; training only."""
+"""Training noise: immiscible re-pairing (same draws, least total distance) and input perturbation; training only."""
 
 from __future__ import annotations
 
@@ -63,3 +63,46 @@ def test_module_pairs_training_noise_but_validates_with_independent_noise(compos
         assert not torch.equal(loss(immiscible), loss(independent))
     with pytest.raises(ValueError, match=r"diffusion.noise_assignment='nearest'; allowed"):
         diffusion_module(cfg, noise_assignment="nearest")
+
+
+class _CapturingDenoiser:
+    """Wraps a real denoiser and keeps the noisy input it was called with."""
+
+    def __init__(self, denoiser):
+        self.denoiser, self.inputs = denoiser, []
+
+    def context(self, *args, **kwargs):
+        return self.denoiser.context(*args, **kwargs)
+
+    def __call__(self, noisy, timesteps, context, mask):
+        self.inputs.append((noisy.clone(), timesteps.clone()))
+        return self.denoiser(noisy, timesteps, context, mask)
+
+
+def test_input_perturbation_adds_gamma_noise_to_the_input_only_in_training(compose):
+    """Ning et al. 2023: x_t is built from noise + gamma * xi; validation inputs stay unperturbed."""
+    from tests.helpers.modules import diffusion_module
+    from tinyldm.diffusion.input_perturbation import validate_input_perturbation
+
+    cfg = compose(["debug=smoke", "model=ae"])
+    plain = diffusion_module(cfg, min_snr_gamma=None)
+    perturbed = diffusion_module(cfg, min_snr_gamma=None, input_perturbation=0.1)
+    latents, labels = torch.randn(256, 4, 8, 8), torch.arange(256) % 10
+
+    def inputs(module, **kwargs):
+        capture = _CapturingDenoiser(module.denoiser)
+        with torch.no_grad():
+            module.diffusion_loss(
+                capture, latents, labels, torch.Generator().manual_seed(1), drop_labels=False, **kwargs
+            )
+        return capture.inputs[0]
+
+    (x_plain, t), (x_perturbed, t_perturbed) = inputs(plain), inputs(perturbed)
+    assert torch.equal(t, t_perturbed)  # the same timesteps and noise, drawn first from the same stream
+    sigma = (1 - plain.noise_schedule.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+    extra = (x_perturbed - x_plain) / sigma  # gamma * xi
+    assert extra.std().item() == pytest.approx(0.1, rel=0.05)
+    assert torch.equal(inputs(plain, weighted=False)[0], inputs(perturbed, weighted=False)[0])
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match=r"diffusion.input_perturbation=.* must be a number in \[0, 1\]"):
+            validate_input_perturbation(bad)
