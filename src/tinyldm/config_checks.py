@@ -205,6 +205,11 @@ def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes
         raise ValueError(
             f"conditioner.num_classes={model_classes} but dataset {cfg.dataset.name!r} has {num_classes} classes"
         )
+    if cfg.diffusion.get("noise_assignment") == "immiscible_per_class" and not model_classes:
+        raise ValueError(
+            f"diffusion.noise_assignment=immiscible_per_class pairs noise within each class, but the conditioner "
+            f"{type(conditioner).__name__} has no class labels; use conditioner=class, or independent / immiscible"
+        )
     if conditioner.is_conditional and unet.transformer_depth == 0:
         # legitimate as an ablation baseline, but easy to do by accident
         log.warning(

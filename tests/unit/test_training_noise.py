@@ -106,3 +106,31 @@ def test_input_perturbation_adds_gamma_noise_to_the_input_only_in_training(compo
     for bad in (-0.1, 1.5, float("nan"), True):
         with pytest.raises(ValueError, match=r"diffusion.input_perturbation=.* must be a number in \[0, 1\]"):
             validate_input_perturbation(bad)
+
+
+def test_per_class_pairing_keeps_each_draw_within_its_label():
+    """immiscible_per_class: rows of one label exchange draws only among themselves, optimally."""
+    generator = torch.Generator().manual_seed(2)
+    latents, noise = torch.randn(64, 4, 8, 8, generator=generator), torch.randn(64, 4, 8, 8, generator=generator)
+    labels = torch.arange(64) % 3
+    paired = immiscible_pairing(latents, noise, labels)
+    for label in range(3):
+        rows = (labels == label).nonzero().flatten()
+        # the label's rows hold exactly its own draws, re-paired as the whole-batch pairing would pair them alone
+        assert torch.equal(paired[rows].sort(0).values, noise[rows].sort(0).values)
+        assert torch.equal(paired[rows], immiscible_pairing(latents[rows], noise[rows]))
+    assert total_distance(latents, paired) < total_distance(latents, noise)
+    with pytest.raises(ValueError, match=r"groups \(3,\) must have one entry per latent \(64\)"):
+        immiscible_pairing(latents, noise, labels[:3])
+
+
+def test_per_class_pairing_needs_class_labels(compose):
+    """Refused at the start-up check, naming the option and the fix, when the conditioner has no classes."""
+    from tinyldm.config_checks import check_stage2_parts
+
+    cfg = compose(["debug=smoke", "model=ae", "conditioner=none", "diffusion.noise_assignment=immiscible_per_class"])
+    with pytest.raises(ValueError, match=r"immiscible_per_class pairs noise within each class, but the conditioner"):
+        check_stage2_parts(cfg, (4, 8, 8), 10)
+    check_stage2_parts(
+        compose(["debug=smoke", "model=ae", "diffusion.noise_assignment=immiscible_per_class"]), (4, 8, 8), 10
+    )

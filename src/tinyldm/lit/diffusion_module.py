@@ -170,8 +170,9 @@ class LatentDiffusionModule(L.LightningModule):
         sampling = self.timestep_sampling if weighted else TimestepSampling()
         timesteps = sampling.sample(batch, T, generator, gen_device).to(device)  # (B,)
         noise = torch.randn(latents.shape, generator=generator, device=gen_device).to(device)  # (B, C, h, w)
-        if weighted and self.hparams.get("noise_assignment", "independent") == "immiscible":
-            noise = immiscible_pairing(latents, noise)  # (B, C, h, w): the same draws, re-paired
+        assignment = self.hparams.get("noise_assignment", "independent") if weighted else "independent"
+        if assignment != "independent":  # the same draws, re-paired: across the batch, or within each class
+            noise = immiscible_pairing(latents, noise, labels if assignment == "immiscible_per_class" else None)
         gamma_input = float(self.hparams.get("input_perturbation", 0.0)) if weighted else 0.0
         input_noise = perturbed_noise(noise, gamma_input, generator) if gamma_input > 0 else noise  # (B, C, h, w)
         noisy = self.noise_schedule.add_noise(latents, input_noise, timesteps)  # (B, C, h, w)
