@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from tinyldm.diffusion.solver import randn_from
+
 
 def validate_input_perturbation(gamma: object) -> float:
     """``diffusion.input_perturbation`` checked: a number in ``[0, 1]`` (0 = off), else ``ValueError`` naming it."""
@@ -27,9 +29,7 @@ def validate_input_perturbation(gamma: object) -> float:
 def perturbed_noise(noise: torch.Tensor, gamma: float, generator: torch.Generator | None) -> torch.Tensor:
     """``noise + gamma * xi``: the noise that builds the *input* ``x_t`` (the target keeps ``noise``).
 
-    ``xi`` is drawn from ``generator`` on its own device, then moved to ``noise``'s, like the
-    training noise itself, so a run stays a pure function of its seed and step.
+    ``xi`` is drawn from ``generator`` on its own device, then moved to ``noise``'s (:func:`randn_from`),
+    like the training noise itself, so a run stays a pure function of its seed and step.
     """
-    draw_device = generator.device if generator is not None else noise.device
-    xi = torch.randn(noise.shape, generator=generator, device=draw_device).to(noise.device)  # (B, C, h, w)
-    return noise + gamma * xi
+    return noise + gamma * randn_from(generator, noise.shape, noise)  # (B, C, h, w)
