@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.autoencoders.base import Autoencoder
+from tinyldm.autoencoders.scale_equivariance import validate_scale_equivariance
 from tinyldm.diffusion.input_perturbation import validate_input_perturbation
 from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
 from tinyldm.diffusion.noise_assignment import validate_noise_assignment
@@ -71,6 +72,9 @@ def check_train_config(cfg: DictConfig) -> AutoencoderModule | None:
                 )
         check_int(cfg.model.training.get("batch_size"), "model.training.batch_size", 1, allow_none=True)
         check_bool(cfg.model.training.get("channels_last", False), "model.training.channels_last")
+        validate_scale_equivariance(
+            cfg.model.training.get("scale_equivariance", 0.0), cfg.model.training.get("scale_equivariance_factor", 2)
+        )
         if cfg.stage in ("diffusion", "all"):
             check_int(cfg.diffusion.batch_size, "diffusion.batch_size", 1)
             check_budget(cfg.diffusion, "diffusion", 1)
@@ -91,6 +95,11 @@ def check_train_parts(cfg: DictConfig, autoencoder: Autoencoder, datamodule: Any
     """
     with torch.random.fork_rng(devices=[]):
         check_budget(cfg.model.training, "model.training", 1 if autoencoder.is_trainable else 0)
+        validate_scale_equivariance(
+            cfg.model.training.get("scale_equivariance", 0.0),
+            cfg.model.training.get("scale_equivariance_factor", 2),
+            autoencoder.latent_shape(datamodule.image_shape),
+        )
         if cfg.stage in ("diffusion", "all"):
             check_stage2_parts(cfg, autoencoder.latent_shape(datamodule.image_shape), datamodule.num_classes)
 

@@ -37,6 +37,10 @@ def _run(compose, overrides):
         ("diffusion.ema_decay=1.0", r"diffusion.ema_decay=1.0 must be a number in \[0, 1\)"),
         ("diffusion.noise_assignment=ot", r"diffusion.noise_assignment='ot'; allowed: independent, immiscible"),
         ("diffusion.input_perturbation=2", r"diffusion.input_perturbation=2 must be a number in \[0, 1\]"),
+        (
+            "model.training.scale_equivariance=-1",
+            r"model.training.scale_equivariance=-1 is not allowed: it must be a finite number >= 0",
+        ),
         ("sampler.steps=2000", r"sampler: steps=2000 exceeds the noise schedule's num_train_timesteps=1000"),
         ("sampler.clip_sample_range=0", r"clip_sample_range must be a finite number > 0, got 0"),
         ("diffusion.batch_size=0", r"diffusion.batch_size=0 is not allowed: it must be an integer >= 1"),
@@ -68,6 +72,13 @@ def _run(compose, overrides):
 def test_bad_config_values_fail_before_training(compose, tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         _run(compose, [override])
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_scale_equivariance_factor_must_divide_the_latent_grid(compose, tmp_path):
+    overrides = ["model.training.scale_equivariance=0.5", "model.training.scale_equivariance_factor=3"]
+    with pytest.raises(ValueError, match=r"scale_equivariance_factor=3 does not divide the 8x8 latent grid"):
+        _run(compose, overrides)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

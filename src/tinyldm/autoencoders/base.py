@@ -19,10 +19,13 @@ class AutoencoderOutput:
     """What one training/validation forward pass returns.
 
     ``losses`` holds the *weighted* regularisation terms (KL, VQ commitment) that are added to the
-    reconstruction loss; ``stats`` holds values to log or accumulate (e.g. VQ code indices).
+    reconstruction loss; ``stats`` holds values to log or accumulate (e.g. VQ code indices);
+    ``latent`` is the latent the decoder was given, before any quantisation (for a VAE, the
+    posterior sample), for regularisers that decode it again (scale equivariance).
     """
 
     reconstruction: torch.Tensor  # (B, C, H, W)
+    latent: torch.Tensor | None = None  # (B, latent_channels, H/f, W/f)
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -64,9 +67,15 @@ class Autoencoder(nn.Module, ABC):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, latent_channels, h, w) unscaled latents -> (B, C, h*f, w*f) images."""
 
+    def decode_with_grad(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` for a training loss: gradients reach ``z`` (a VQ-VAE passes them straight through
+        its codebook) and no running statistics change. Any latent grid size the decoder accepts."""
+        return self.decode(z)
+
     def forward(self, x: torch.Tensor) -> AutoencoderOutput:
         """Training pass: reconstruction plus the variant's regularisation terms."""
-        return AutoencoderOutput(reconstruction=self.decode(self.encode(x)))
+        z = self.encode(x)
+        return AutoencoderOutput(reconstruction=self.decode(z), latent=z)
 
     @property
     def is_trainable(self) -> bool:

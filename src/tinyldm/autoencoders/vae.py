@@ -57,6 +57,7 @@ class VariationalAutoencoder(ConvAutoencoder):
         kl = gaussian_kl(mean, logvar)
         return AutoencoderOutput(
             reconstruction=self.decoder(z),
+            latent=z,
             losses={"kl": self.kl_weight * kl},
             stats={"kl": kl.detach()},
         )

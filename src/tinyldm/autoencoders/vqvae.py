@@ -39,10 +39,16 @@ class VQVAE(ConvAutoencoder):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.quantizer.quantize(z))  # quantisation absorbed into decoding
 
+    def decode_with_grad(self, z: torch.Tensor) -> torch.Tensor:
+        quantized = self.quantizer.quantize(z)  # no EMA update: the codebook follows real latents only
+        return self.decoder(z + (quantized - z).detach())  # straight-through, as in training
+
     def forward(self, x: torch.Tensor) -> AutoencoderOutput:
-        quantized, commitment, indices = self.quantizer(self.encoder(x))
+        latent = self.encoder(x)  # (B, D, h, w), before quantisation
+        quantized, commitment, indices = self.quantizer(latent)
         return AutoencoderOutput(
             reconstruction=self.decoder(quantized),
+            latent=latent,
             losses={"commitment": commitment},
             stats={"indices": indices},
         )

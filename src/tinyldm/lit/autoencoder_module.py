@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from tinyldm.autoencoders.base import Autoencoder
+from tinyldm.autoencoders.scale_equivariance import scale_equivariance_loss, validate_scale_equivariance
 from tinyldm.lit.optim import build_optimizers, fused_allowed
 from tinyldm.utils.checkpoints import stamp
 from tinyldm.utils.images import crop, grid_uint8, to_unit
@@ -39,12 +40,15 @@ class AutoencoderModule(L.LightningModule):
         num_grid_images: int = 32,
         image_dir: str | None = None,
         channels_last: bool = False,
+        scale_equivariance: float = 0.0,
+        scale_equivariance_factor: int = 2,
     ) -> None:
         super().__init__()
         if reconstruction_loss not in _RECONSTRUCTION_LOSSES:
             raise ValueError(
                 f"reconstruction_loss={reconstruction_loss!r} is not one of {sorted(_RECONSTRUCTION_LOSSES)}"
             )
+        validate_scale_equivariance(scale_equivariance, scale_equivariance_factor)
         self.save_hyperparameters(ignore=["image_dir"])
         self.autoencoder: Autoencoder = build(dict(autoencoder))
         # NHWC weights and activations while training: oneDNN's small convolutions run faster in that
@@ -67,6 +71,13 @@ class AutoencoderModule(L.LightningModule):
         out = self.autoencoder(images.contiguous(memory_format=self.memory_format))  # (B, 1, H, W)
         reconstruction = self.reconstruction_loss(out.reconstruction.float(), images.float())
         loss = reconstruction + sum(out.losses.values(), torch.zeros((), device=images.device))
+        weight = self.hparams.scale_equivariance
+        if split == "train" and weight > 0:  # training only: validation losses stay comparable across runs
+            equivariance = scale_equivariance_loss(
+                self.autoencoder, images, out.latent, self.hparams.scale_equivariance_factor, self.reconstruction_loss
+            )
+            loss = loss + weight * equivariance
+            self.log("ae/train/scale_equivariance", equivariance.detach(), on_step=False, on_epoch=True)
         if split == "train":
             self.train_loss(loss.detach())
             self.train_rec_loss(reconstruction.detach())

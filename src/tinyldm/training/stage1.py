@@ -35,6 +35,8 @@ def new_autoencoder_module(cfg: DictConfig, run_dir: Path, pad: int) -> Autoenco
         metric_crop=pad,
         image_dir=str(run_dir / "images"),
         channels_last=bool(training.get("channels_last", False)),
+        scale_equivariance=training.get("scale_equivariance", 0.0),
+        scale_equivariance_factor=training.get("scale_equivariance_factor", 2),
     )
 
 
