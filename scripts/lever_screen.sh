@@ -13,7 +13,8 @@
 # (separated by ","; a comma inside [...] or {...} belongs to the value), into OUT/<arm>_s<seed>/,
 # scored by its own end-of-training evaluation (1,000 samples at the experiment's
 # sampler setting). All arms of a seed share one cache, so the first arm trains stage 1 and the
-# evaluation classifier and the others reuse them: the arms differ in stage 2 only. The first arm
+# evaluation classifier and the others reuse them: the arms differ in stage 2 only, unless an arm
+# overrides model.* (e.g. model.training.scale_equivariance), which trains its own stage 1. The first arm
 # runs for every seed before any other arm starts. Then `scripts/lever_table.py OUT` prints the table.
 # More arms can be added to an existing OUT later (its caches are reused); an arm and seed that
 # already has a run there is refused before any work, so no finished run is overwritten.
