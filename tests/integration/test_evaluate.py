@@ -31,6 +31,11 @@ def test_training_ends_with_an_evaluation(workspace):
         assert key in metrics, key
     assert metrics["eval/num_samples"] == 60
     assert 0.0 <= metrics["eval/cond_acc"] <= 1.0 and metrics["eval/fid"] > 0
+    # one classifier: the misread list is exactly the samples its accuracy counts as wrong, drawn when any
+    misread = metrics["eval/misread"]
+    assert len(misread) == round((1 - metrics["eval/cond_acc"]) * 60)
+    assert all(m["asked"] != m["read"] and m["votes"] == 1 for m in misread)
+    assert (workspace["run"] / "images" / "eval_misread.png").is_file() == bool(misread)
 
 
 def test_evaluate_samples_file_reuses_cached_classifier(workspace, tmp_path):
@@ -55,6 +60,11 @@ def test_evaluate_samples_file_reuses_cached_classifier(workspace, tmp_path):
     assert "reusing cached classifier" in result.stdout + result.stderr
     assert metrics["eval/cond_acc"] > 0.5  # real digits, even for a 1-epoch classifier
     assert "fid_floor" in result.stdout
+    misread = metrics["eval/misread"]  # the real digits the classifier reads wrong, each with its true label
+    assert len(misread) == round((1 - metrics["eval/cond_acc"]) * 100)
+    assert all(m["asked"] == labels[m["index"]] for m in misread)
+    assert f"misread               {len(misread)} samples" in result.stdout
+    assert (tmp_path / "eval" / "misread.png").is_file() == bool(misread)
 
 
 def test_evaluate_with_several_classifiers_reports_their_mean_and_each(workspace, tmp_path):
@@ -83,6 +93,9 @@ def test_evaluate_with_several_classifiers_reports_their_mean_and_each(workspace
     assert metrics["eval/fid"] == pytest.approx((metrics["eval/member0_fid"] + metrics["eval/member1_fid"]) / 2)
     assert metrics["eval/member0_fid"] != pytest.approx(metrics["eval/member1_fid"], rel=1e-3)
     assert "(members " in result.stdout
+    votes = [m["votes"] for m in metrics["eval/misread"]]  # each misread sample: how many of the two read it wrong
+    wrong_readings = sum(round((1 - metrics[f"eval/member{i}_cond_acc"]) * 100) for i in (0, 1))
+    assert set(votes) <= {1, 2} and sum(votes) == wrong_readings
 
 
 def test_guidance_sweep_writes_csv_and_plot(workspace, tmp_path):

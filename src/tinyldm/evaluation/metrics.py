@@ -40,6 +40,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from tinyldm.evaluation.classifier import DigitClassifier, predict, to_input
+from tinyldm.evaluation.misreads import misreads
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,8 @@ def evaluate_samples(
         requested label), ``fid``, ``fid_floor``, ``fid_ratio``, ``classifier_acc``
         (its accuracy on the reference split), ``diversity``, ``pred_histogram``,
         ``num_samples``, ``num_reference``, ``classifier_members``, and (with ``reconstruct``)
-        ``fid_recon``, ``recon_acc``, ``fid_recon_ratio``. With several classifiers, also
+        ``fid_recon``, ``recon_acc``, ``fid_recon_ratio``, and ``misread``: each sample some classifier
+        reads as another class than asked (:func:`tinyldm.evaluation.misreads.misreads`). With several classifiers, also
         ``member<i>_<key>`` for each of :data:`MEMBER_KEYS`; the confusion matrix and prediction
         histogram are then averaged over the members (floats).
     """
@@ -251,12 +253,13 @@ def evaluate_samples(
                 )
         floor_labels = None if real_floor_labels is None else np.asarray(real_floor_labels)[pick]
         floor = (real, floor_labels, reconstructed)
-    results = [
+    readings = [
         _evaluate_with(c, images, labels, ref_images, ref_labels, num_classes, floor, batch_size) for c in classifiers
     ]
-    if len(results) == 1:
-        return {**results[0], "classifier_members": 1}
-    return _combine_members(results)
+    results = [result for result, _ in readings]
+    combined = {**results[0], "classifier_members": 1} if len(results) == 1 else _combine_members(results)
+    combined["misread"] = misreads(labels, [preds for _, preds in readings])
+    return combined
 
 
 def _evaluate_with(
@@ -268,8 +271,9 @@ def _evaluate_with(
     num_classes: int,
     floor: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None,
     batch_size: int,
-) -> dict[str, Any]:
-    """Every figure of :func:`evaluate_samples` as read by one classifier (inputs already checked)."""
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Every figure of :func:`evaluate_samples` as read by one classifier (inputs already checked), and
+    its ``(N,)`` reading of each sample."""
     n = len(images)
     device = next(classifier.parameters()).device
     feats, preds = predict(classifier, images, batch_size)  # (N, F), (N,)
@@ -320,7 +324,7 @@ def _evaluate_with(
                 _reconstruction_ceiling(fid, classifier, reconstructed, real_labels, batch_size, device, result["fid"])
             )
     result.setdefault("fid_recon", None)
-    return result
+    return result, preds
 
 
 def _wilson(correct: int, asked: int) -> tuple[float, float]:

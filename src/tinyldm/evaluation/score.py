@@ -7,6 +7,7 @@ figures under the same keys (``eval/cond_acc``, ``eval/fid``, ``eval/fid_floor``
 from __future__ import annotations
 
 import logging
+import math
 import re
 from functools import partial
 from pathlib import Path
@@ -114,6 +115,11 @@ def format_table(result: dict[str, Any], title: str = "evaluation") -> str:
     per_class = result.get("per_class_acc")
     if per_class:
         lines.append("per-class accuracy    " + " ".join("-" if a is None else f"{a:.2f}" for a in per_class))
+    misread, k = result.get("misread"), int(result.get("classifier_members") or 1)
+    if misread is not None:
+        majority = sum(m["votes"] >= math.ceil(k / 2) for m in misread)
+        by = "" if k == 1 else f" by a majority of the {k} classifiers ({len(misread)} by at least one)"
+        lines.append(f"{'misread':<22}{majority} samples{by}")
     if result.get("classifier_members") == 1:  # say so where the figures are read, not only in the README
         lines.append(
             "(read by one classifier; another of the same recipe reads the same samples differently: "

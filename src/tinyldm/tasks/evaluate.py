@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.config_checks import check_evaluate_config
 from tinyldm.diffusion.sampling import guidance_method_record
 from tinyldm.evaluation.metrics import validate_samples
+from tinyldm.evaluation.misreads import save_misread_grid
 from tinyldm.evaluation.score import format_table, prefixed, score
 from tinyldm.evaluation.text import text_metrics
 from tinyldm.pipeline import LatentDiffusionPipeline, resolve_device
@@ -77,6 +78,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         classifier_members=int(cfg.evaluation.classifier_members),
     )
     print(format_table(result, f"evaluation of {cfg.samples or cfg.ckpt} on {cfg.dataset.name}"))
+    if is_global_zero():
+        members = result["classifier_members"]
+        misread_png = save_misread_grid(images, result["misread"], members, run_dir / "misread.png")
+        if misread_png is not None:
+            log.info("Samples read as another class than asked: %s", misread_png)
     if cfg.ckpt and pipeline.takes_prompts:
         result.update(text_metrics(pipeline, datamodule, cfg, cfg.evaluation, build(cfg.sampler)))  # logs its table
     metrics = {

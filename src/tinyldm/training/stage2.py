@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.config_checks import unet_config_for
 from tinyldm.data.latents import LatentDataModule
+from tinyldm.evaluation.misreads import save_misread_grid
 from tinyldm.evaluation.score import format_table, prefixed, score
 from tinyldm.evaluation.text import prompt_grid, text_metrics
 from tinyldm.lit.autoencoder_module import AutoencoderModule
@@ -156,7 +157,7 @@ def train_diffusion(
             )
             log.info("Prompt grid (rows = classes, columns = attribute words): %s", prompts)
         if cfg.evaluation.enabled:
-            metrics.update(evaluate_model(module, datamodule, cfg))
+            metrics.update(evaluate_model(module, datamodule, cfg, run_dir / "images"))
             for logger in trainer.loggers:
                 logger.log_metrics(
                     {k: v for k, v in metrics.items() if k.startswith("eval/") and isinstance(v, float)},
@@ -165,16 +166,22 @@ def train_diffusion(
     return StageResult(checkpoint, metrics)
 
 
-def evaluate_model(module: LatentDiffusionModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> dict:
-    """Sample ``evaluation.n_per_class`` images per class with the EMA model and score them."""
+def evaluate_model(
+    module: LatentDiffusionModule, datamodule: L.LightningDataModule, cfg: DictConfig, image_dir: Path
+) -> dict:
+    """Sample ``evaluation.n_per_class`` images per class with the EMA model and score them.
+
+    The samples read as another class than asked go to ``image_dir/eval_misread.png``.
+    """
     evaluation = cfg.evaluation
     pipeline = LatentDiffusionPipeline(module)
     start = time.perf_counter()
     labels = pipeline.labels(int(evaluation.n_per_class))
     images = pipeline.generate(labels, seed=int(evaluation.seed), batch_size=int(evaluation.batch_size))
     sample_seconds = time.perf_counter() - start
+    images_uint8 = pipeline.to_uint8(images)  # (N, 28, 28)
     result = score(
-        pipeline.to_uint8(images),
+        images_uint8,
         labels.numpy(),
         datamodule,
         cfg.paths.cache_dir,
@@ -184,6 +191,11 @@ def evaluate_model(module: LatentDiffusionModule, datamodule: L.LightningDataMod
         classifier_members=int(evaluation.classifier_members),
     )
     log.info("\n%s", format_table(result, f"evaluation of the final EMA model ({module.sampler})"))
+    misread_png = save_misread_grid(
+        images_uint8, result["misread"], result["classifier_members"], image_dir / "eval_misread.png"
+    )
+    if misread_png is not None:
+        log.info("Samples read as another class than asked: %s", misread_png)
     if pipeline.takes_prompts:
         result.update(text_metrics(pipeline, datamodule, cfg, evaluation))
     result.update(
