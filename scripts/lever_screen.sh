@@ -7,7 +7,9 @@
 #
 #   env: SEEDS="0 1"; JOBS=1 runs at once (keep 1 on a CPU; on a GPU the small runs share the card);
 #        COMMON="" overrides for every run, e.g. COMMON="trainer=gpu trainer.precision=32-true";
-#        EXPERIMENT=mnist_cond; DEADLINE=seconds for the whole script (default: none).
+#        EXPERIMENT=mnist_cond; DEADLINE=seconds for the whole script (default: none);
+#        CACHES_FROM="0=RUN_DIR 1=RUN_DIR": start seed S's cache as a copy of that finished run's
+#        (its stage 1 and evaluation classifiers), so the arms are compared with that run as baseline.
 #
 # Each run is `train.py model=vqvae +experiment=$EXPERIMENT seed=S` plus its arm's overrides
 # (separated by ","; a comma inside [...] or {...} belongs to the value), into OUT/<arm>_s<seed>/,
@@ -42,6 +44,32 @@ fi
 for seed in $seeds; do
   if ! [[ "$seed" =~ ^[0-9]+$ ]]; then echo "SEEDS must be whole numbers >= 0, got '$seed'" >&2; exit 2; fi
 done
+# CACHES_FROM: each SEED=RUN_DIR is a finished run of that seed whose cache becomes OUT/cache_s<SEED>
+declare -A cache_from=()
+for item in ${CACHES_FROM:-}; do
+  seed="${item%%=*}" run="${item#*=}"
+  if [[ "$item" != *=* || ! " $seeds " == *" $seed "* ]]; then
+    echo "CACHES_FROM: '$item' is not SEED=RUN_DIR with SEED one of SEEDS ($seeds)" >&2; exit 2
+  fi
+  [[ -z "${cache_from[$seed]:-}" ]] || { echo "CACHES_FROM: seed $seed is given twice" >&2; exit 2; }
+  [[ -f "$run/resolved_config.yaml" ]] || { echo "CACHES_FROM: $run is not a finished train.py run (no resolved_config.yaml)" >&2; exit 2; }
+  mapfile -t found < <(python -c '
+import sys
+from omegaconf import OmegaConf
+config = OmegaConf.load(sys.argv[1] + "/resolved_config.yaml")
+print(config.seed)
+print(config.paths.cache_dir)
+' "$run")
+  if [[ "${found[0]:-}" != "$seed" ]]; then
+    echo "CACHES_FROM: $run was trained with seed=${found[0]:-?}, not $seed: its stage 1 and classifiers belong to another split" >&2
+    exit 2
+  fi
+  [[ -d "${found[1]:-}" ]] || { echo "CACHES_FROM: the cache of $run (${found[1]:-?}) does not exist" >&2; exit 2; }
+  if [[ -e "$out/cache_s$seed" ]]; then
+    echo "CACHES_FROM: $out/cache_s$seed already exists: a screen's cache is never replaced (new OUT)" >&2; exit 2
+  fi
+  cache_from[$seed]="${found[1]}"
+done
 names=(); overrides=()
 for arm in "$@"; do
   name="${arm%%=*}"
@@ -64,6 +92,10 @@ for name in "${names[@]}"; do
   done
 done
 mkdir -p "$out"
+for seed in "${!cache_from[@]}"; do
+  cp -r "${cache_from[$seed]}" "$out/cache_s$seed" || { echo "CACHES_FROM: copying ${cache_from[$seed]} failed" >&2; exit 1; }
+  echo "seed $seed: cache copied from ${cache_from[$seed]}" >&2
+done
 deadline_start "${deadline:-100000000}" "$out"
 
 # split_overrides TEXT: one override per line, split on the commas outside [...] and {...}

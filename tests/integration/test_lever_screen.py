@@ -99,3 +99,47 @@ def test_lever_screen_trains_each_arm_on_one_stage1_per_seed_and_tabulates(tmp_p
         assert json.loads((out / f"{arm}_s0" / "metrics.json").read_text())["ldm/steps"] == 3
     assert "| arm | seed 0 | median | all four met |" in result.stdout
     assert result.stdout.index("| base |") < result.stdout.index("| lever |")
+
+    # a later screen against the same baseline run: its cache is copied, so stage 1 and classifier are reused
+    again = tmp_path / "again"
+    before = sorted(p.relative_to(out) for p in (out / "cache_s0").rglob("*"))
+    result = run_repo_script(
+        "lever_screen.sh", str(again), "next", timeout=600, SEEDS="0", COMMON=common, CACHES_FROM=f"0={out / 'base_s0'}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"seed 0: cache copied from {out / 'cache_s0'}" in result.stderr
+    log = (again / "next_s0.log").read_text()
+    assert "Reusing the cached stage-1 checkpoint" in log and "reusing cached classifier" in log
+    assert sorted(p.relative_to(out) for p in (out / "cache_s0").rglob("*")) == before  # the source is untouched
+
+
+def _finished_run(path: Path, seed: int, cache: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "resolved_config.yaml").write_text(f"seed: {seed}\npaths:\n  cache_dir: {cache}\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("0", "'0' is not SEED=RUN_DIR with SEED one of SEEDS"),
+        ("5={run0}", "'5={run0}' is not SEED=RUN_DIR with SEED one of SEEDS (0 1)"),
+        ("0={run0} 0={run0}", "seed 0 is given twice"),
+        ("1={run0}", "was trained with seed=0, not 1: its stage 1 and classifiers belong to another split"),
+        ("0={tmp}", "is not a finished train.py run (no resolved_config.yaml)"),
+        ("1={run1}", "does not exist"),
+        ("0={run0}", "out/cache_s0 already exists: a screen's cache is never replaced"),
+    ],
+)
+def test_lever_screen_refuses_a_bad_cache_source_before_any_work(tmp_path, spec, message):
+    cache = tmp_path / "cache"
+    (cache / "classifiers").mkdir(parents=True)
+    run0 = _finished_run(tmp_path / "run0", 0, cache)
+    run1 = _finished_run(tmp_path / "run1", 1, tmp_path / "missing")
+    out = tmp_path / "out"
+    if "never replaced" in message:
+        (out / "cache_s0").mkdir(parents=True)
+    spec = spec.format(run0=run0, run1=run1, tmp=tmp_path)
+    result = run_repo_script("lever_screen.sh", str(out), "base", timeout=60, SEEDS="0 1", CACHES_FROM=spec)
+    assert result.returncode == 2 and message.format(run0=run0) in result.stderr, result.stderr
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["cache_s0"]  # nothing started
