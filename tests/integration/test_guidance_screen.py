@@ -74,6 +74,9 @@ def test_guidance_screen_scores_a_run_as_its_own_evaluation_did_and_never_redoes
     for key in ("eval/cond_acc", "eval/fid", "eval/fid_floor", "eval/diversity", "eval/member1_fid"):
         assert float(row[key]) == pytest.approx(own[key], rel=1e-5), key
     assert int(row["eval/classifier_members"]) == own["eval/classifier_members"] == 2
+    job = json.loads((out / "r_cfg" / "0" / "metrics.json").read_text())
+    assert job["eval/misread"] == own["eval/misread"]  # the same samples misread, by as many classifiers
+    assert (out / "r_cfg" / "0" / "misread.png").is_file() == bool(own["eval/misread"])  # 2 members: 1 is half
     with (out / "r_apg" / "summary.csv").open() as handle:
         (apg,) = list(csv.DictReader(handle))
     assert (apg["guidance_method"], float(apg["apg_eta"]), float(apg["apg_momentum"])) == ("apg", 0.0, -0.5)
