@@ -108,6 +108,12 @@ def test_bad_values_are_refused(weight, factor, latent_shape, message):
         validate_scale_equivariance(weight, factor, latent_shape)
 
 
+def test_an_autoencoder_without_a_latent_is_named(real_images):
+    model = build("ae")
+    with pytest.raises(ValueError, match=r"ConvAutoencoder.forward returns no latent"):
+        scale_equivariance_loss(model, real_images[:2], None, 2)
+
+
 def test_module_refuses_a_bad_weight():
     with pytest.raises(ValueError, match=r"scale_equivariance=-1"):
         AutoencoderModule(autoencoder=ae_config("ae"), optimizer=OPTIMIZER, scale_equivariance=-1)

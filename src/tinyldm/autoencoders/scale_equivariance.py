@@ -58,7 +58,7 @@ def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
 def scale_equivariance_loss(
     autoencoder: Autoencoder,
     images: torch.Tensor,
-    latent: torch.Tensor,
+    latent: torch.Tensor | None,
     factor: int = 2,
     distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.mse_loss,
 ) -> torch.Tensor:
@@ -67,6 +67,11 @@ def scale_equivariance_loss(
     ``images``: ``(B, C, H, W)`` in [-1, 1]; ``latent``: ``(B, c, H/f, W/f)``, the latent the decoder
     was given in the same training pass (pre-quantisation for a VQ-VAE, the posterior sample for a VAE).
     """
+    if latent is None:
+        raise ValueError(
+            f"{type(autoencoder).__name__}.forward returns no latent (AutoencoderOutput.latent), so "
+            "model.training.scale_equivariance cannot be used with it; set it to 0"
+        )
     target = downsample(images, factor)  # (B, C, H/factor, W/factor)
     small = autoencoder.decode_with_grad(downsample(latent, factor))  # (B, C, H/factor, W/factor)
     return distance(small.float(), target.float())

@@ -68,7 +68,8 @@ def misread_grid(images_uint8: np.ndarray, misread: list[dict[str, int]], member
     blank = torch.ones(1, 28, 28)  # white in [-1, 1]: not a sample (their background is black)
     cells, captions = [], []
     for (asked, read), indices in rows:
-        shown = [torch.from_numpy(images_uint8[i]).float().div(127.5).sub(1.0)[None] for i in indices[:columns]]
+        pixels = torch.tensor(images_uint8[indices[:columns]], dtype=torch.float32)  # (n, 28, 28) in 0..255
+        shown = list(pixels.div(127.5).sub(1.0).unsqueeze(1))  # n of (1, 28, 28) in [-1, 1]
         cells += shown + [blank] * (columns - len(shown))
         captions.append(f"asked {asked}, read {read}: {len(indices)}")
     grid = grid_uint8(torch.stack(cells), nrow=columns)  # (H, W, 3)
