@@ -72,9 +72,6 @@ def check_train_config(cfg: DictConfig) -> AutoencoderModule | None:
                 )
         check_int(cfg.model.training.get("batch_size"), "model.training.batch_size", 1, allow_none=True)
         check_bool(cfg.model.training.get("channels_last", False), "model.training.channels_last")
-        validate_scale_equivariance(
-            cfg.model.training.get("scale_equivariance", 0.0), cfg.model.training.get("scale_equivariance_factor", 2)
-        )
         if cfg.stage in ("diffusion", "all"):
             check_int(cfg.diffusion.batch_size, "diffusion.batch_size", 1)
             check_budget(cfg.diffusion, "diffusion", 1)

@@ -20,9 +20,14 @@ import torch
 
 from tinyldm.utils.images import captioned_grid, grid_uint8, save_png
 
-__all__ = ["misreads", "misread_grid", "save_misread_grid"]
+__all__ = ["majority", "misreads", "misread_grid", "save_misread_grid"]
 
 MAX_PER_ROW = 10
+
+
+def majority(members: int) -> int:
+    """Votes a sample needs to count as misread by the classifiers together: half of them, rounded up."""
+    return math.ceil(members / 2)
 
 
 def misreads(labels: np.ndarray, predictions: Sequence[torch.Tensor | np.ndarray]) -> list[dict[str, int]]:
@@ -56,7 +61,7 @@ def misread_grid(images_uint8: np.ndarray, misread: list[dict[str, int]], member
     read 5: 3" (the number of such samples; at most :data:`MAX_PER_ROW` are drawn per row), most
     frequent pair first; empty cells are white. None when no sample is misread by a majority.
     """
-    need = math.ceil(members / 2)
+    need = majority(members)
     groups: dict[tuple[int, int], list[int]] = {}
     for m in misread:
         if m["votes"] >= need:

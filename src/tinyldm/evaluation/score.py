@@ -7,7 +7,6 @@ figures under the same keys (``eval/cond_acc``, ``eval/fid``, ``eval/fid_floor``
 from __future__ import annotations
 
 import logging
-import math
 import re
 from functools import partial
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.evaluation.classifier import dataset_arrays, load_or_train_classifiers
 from tinyldm.evaluation.metrics import MEMBER_KEYS, evaluate_samples
+from tinyldm.evaluation.misreads import majority
 from tinyldm.utils.images import to_uint8
 
 log = logging.getLogger(__name__)
@@ -117,9 +117,9 @@ def format_table(result: dict[str, Any], title: str = "evaluation") -> str:
         lines.append("per-class accuracy    " + " ".join("-" if a is None else f"{a:.2f}" for a in per_class))
     misread, k = result.get("misread"), int(result.get("classifier_members") or 1)
     if misread is not None:
-        majority = sum(m["votes"] >= math.ceil(k / 2) for m in misread)
+        counted = sum(m["votes"] >= majority(k) for m in misread)
         by = "" if k == 1 else f" by a majority of the {k} classifiers ({len(misread)} by at least one)"
-        lines.append(f"{'misread':<22}{majority} samples{by}")
+        lines.append(f"{'misread':<22}{counted} samples{by}")
     if result.get("classifier_members") == 1:  # say so where the figures are read, not only in the README
         lines.append(
             "(read by one classifier; another of the same recipe reads the same samples differently: "
