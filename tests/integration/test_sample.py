@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.runs import path_overrides, run_script, sample_in_process
+from tests.helpers.runs import path_overrides, run_repo_script, run_script, sample_in_process
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,33 @@ def test_concurrent_runs_to_one_output_never_replace_each_other(compose, stage2_
     assert out.read_bytes() == b"the other run's result"
     assert out.with_suffix(".png").read_bytes() == b"the other run's grid"
     assert not list(tmp_path.glob(".shared*.tmp")), "a temp file was left behind"
+
+
+def test_solver_error_script_measures_distance_to_the_every_timestep_solution(stage2_checkpoint):
+    """scripts/solver_error.py: more steps land closer to the reference, which is converged; bad arms refused."""
+    common = ["--set", "sampler.kind=dpmpp_2m", "sampler.guidance_scale=2", "--per-class", "1"]
+    result = run_repo_script(
+        "solver_error.py",
+        str(stage2_checkpoint),
+        *common,
+        *("--arm", "few", "sampler.steps=4"),
+        *("--arm", "more", "sampler.steps=50"),
+        *("--arm", "grid", "sampler.steps=4", "sampler.timestep_spacing=logsnr", "sampler.logsnr_range=[-3,3]"),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("|")[1].strip(): line.split("|") for line in result.stdout.splitlines() if line.startswith("| ")}
+    rms = {label: float(cells[4]) for label, cells in rows.items() if label != "arm"}
+    assert set(rms) == {"every second timestep", "few", "more", "grid"}
+    assert rows["grid"][3].strip() == "logsnr [-3.0, 3.0]" and rows["few"][3].strip() == "trailing"
+    assert rms["every second timestep"] < rms["more"] < rms["few"], rms
+    assert rms["grid"] > 0
+
+    for arm, message in (
+        (("x", "sampler.stepz=4"), "unknown sampler settings ['stepz']"),
+        (("x", "steps=4"), "each setting is sampler.KEY=VALUE"),
+        (("x", "sampler.kind=ddim", "sampler.eta=1.0"), "a stochastic solver (ddpm, ddim eta > 0)"),
+        (("x", "sampler.timestep_spacing=logsnr"), "sampler: logsnr_range=None must be"),
+    ):
+        refused = run_repo_script("solver_error.py", str(stage2_checkpoint), *common, "--arm", *arm, timeout=120)
+        assert refused.returncode != 0 and message in refused.stderr, (arm, refused.stderr[-500:])

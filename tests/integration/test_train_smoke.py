@@ -48,6 +48,7 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     assert metrics["ldm/val/loss"] > 0
     assert metrics["eval/autoguidance_scale"] == 3  # the main job samples with autoguidance
     assert metrics["eval/guidance_method"] == "apg"  # and adaptive projected guidance
+    assert metrics["eval/timestep_spacing"] == "trailing" and metrics["eval/logsnr_range"] is None  # DPM++'s own grid
 
     second = tmp_path / "second"  # in-process: the same task the script runs, without a second interpreter start
     from tinyldm.tasks import train

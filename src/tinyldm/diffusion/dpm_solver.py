@@ -15,13 +15,14 @@ Update from ``x_s`` at ``lambda_s`` to ``lambda_t`` (``h = lambda_t - lambda_s``
 The first step has no history and uses ``D = x0_s`` (first order, equal to DDIM); the last
 step lands on ``sigma = 0`` where the update is exactly ``x_t = x0_s``.
 
-Timestep grid: "trailing" spacing, ``round(T - k * T / n) - 1`` for ``k = 0..n-1`` (starts at
-``T - 1``, as in Lin et al. 2024, https://arxiv.org/abs/2305.08891), not DDIM's "leading"
-grid. On the leading grid the last interval (``T/n -> 0``) spans a much larger log-SNR step
-than the one before it, and the multistep extrapolation overshoots there: with the exact
-denoiser of Gaussian data, 2M on the leading grid was no better than DDIM, on the trailing grid
-it was 3-30x closer to the exact ODE solution at 10-20 steps (``tests/unit/test_dpm_solver.py``
-keeps one such case).
+Timestep grid (:mod:`~tinyldm.diffusion.timestep_grid`): "trailing" spacing by default,
+``round(T - k * T / n) - 1`` for ``k = 0..n-1`` (starts at ``T - 1``, as in Lin et al. 2024,
+https://arxiv.org/abs/2305.08891), not DDIM's "leading" grid. On the leading grid the last interval
+(``T/n -> 0``) spans a much larger log-SNR step than the one before it, and the multistep extrapolation
+overshoots there: with the exact denoiser of Gaussian data, 2M on the leading grid was no better than
+DDIM, on the trailing grid it was 3-30x closer to the exact ODE solution at 10-20 steps
+(``tests/unit/test_dpm_solver.py`` keeps one such case). ``timestep_spacing="logsnr"`` spaces the
+steps evenly in ``lambda`` instead, over a clipped range (README: sampling grid).
 
 It agrees with diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
 solver_order=2, final_sigmas_type="zero", timestep_spacing="trailing")`` to float32 round-off.
@@ -32,31 +33,51 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tinyldm.diffusion.noise_schedule import NoiseSchedule
 from tinyldm.diffusion.solver import SchedulerOutput, Solver
-
-
-def half_log_snr(alpha_bar: Tensor) -> Tensor:
-    """``lambda = log(alpha / sigma) = 0.5 * log(alpha_bar / (1 - alpha_bar))`` for ``alpha_bar < 1``."""
-    return 0.5 * (torch.log(alpha_bar) - torch.log1p(-alpha_bar))
+from tinyldm.diffusion.timestep_grid import half_log_snr, make_grid, validate_spacing
 
 
 class DPMSolverMultistepScheduler(Solver):
-    """DPM-Solver++(2M) (data prediction, midpoint form) on its own "trailing" timestep grid.
+    """DPM-Solver++(2M) (data prediction, midpoint form) on a "trailing" or "logsnr" timestep grid.
 
     The solver is stateful: each :meth:`step` remembers its ``x0`` estimate for the next
     one, so steps must follow :attr:`timesteps` in order; :meth:`set_timesteps` starts over.
     Deterministic: ``generator`` is accepted for interface parity and unused.
 
-    Args: see :class:`~tinyldm.diffusion.solver.Solver` (``schedule``, ``clip_sample``, ``clip_sample_range``).
+    Args: see :class:`~tinyldm.diffusion.solver.Solver` (``schedule``, ``clip_sample``, ``clip_sample_range``), and
+        timestep_spacing: ``"trailing"`` or ``"logsnr"`` (:mod:`~tinyldm.diffusion.timestep_grid`).
+        logsnr_range: ``[lambda_noisy, lambda_clean]`` for ``"logsnr"``; ``None`` for ``"trailing"``.
     """
 
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        timestep_spacing: str = "trailing",
+        logsnr_range: tuple[float, float] | None = None,
+    ) -> None:
+        self.timestep_spacing, self.logsnr_range = validate_spacing(timestep_spacing, logsnr_range)
+        super().__init__(schedule, clip_sample, clip_sample_range)
+
     def set_timesteps(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> None:
-        """Trailing grid of ``num_inference_steps`` descending timesteps starting at ``T - 1``; resets the history."""
+        """Descending grid of ``num_inference_steps`` timesteps starting at ``T - 1``; resets the history.
+
+        All ``T`` steps visit every timestep whatever the spacing.
+
+        Raises:
+            ValueError: a "logsnr" range outside the schedule's, or too narrow for ``n`` distinct timesteps.
+        """
         super().set_timesteps(num_inference_steps)  # validates the step count
         n, T = self.num_inference_steps, self.num_train_timesteps
-        grid = (torch.round(torch.arange(T, 0, -T / n, dtype=torch.float64)) - 1).long()[:n]  # (n,) descending
-        self._next_timestep = dict(zip(grid.tolist(), grid.tolist()[1:] + [-1], strict=True))
-        self.timesteps = grid.to(device) if device is not None else grid
+        if n == T:
+            grid = list(range(T - 1, -1, -1))
+        else:
+            grid = make_grid(self.schedule.alphas_cumprod, n, self.timestep_spacing, self.logsnr_range)
+        self._next_timestep = dict(zip(grid, grid[1:] + [-1], strict=True))
+        timesteps = torch.tensor(grid, dtype=torch.long)  # (n,) descending
+        self.timesteps = timesteps.to(device) if device is not None else timesteps
         self._previous: tuple[Tensor, Tensor] | None = None  # (lambda, x0 estimate) of the last step
         self._expected_timestep: int | None = None
 

@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.config_checks import check_evaluate_config
-from tinyldm.diffusion.sampling import guidance_method_record
+from tinyldm.diffusion.sampling import grid_record, guidance_method_record
 from tinyldm.evaluation.metrics import validate_samples
 from tinyldm.evaluation.misreads import save_misread_grid
 from tinyldm.evaluation.score import format_table, prefixed, score
@@ -100,6 +100,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             **guidance_method_record(sampler),
             "sampler_steps": sampler.get("steps"),
             "sampler_kind": sampler.get("kind"),
+            **grid_record(sampler),
         }
     )
     if is_global_zero():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.config_checks import unet_config_for
 from tinyldm.data.latents import LatentDataModule
+from tinyldm.diffusion.sampling import grid_record
 from tinyldm.evaluation.misreads import save_misread_grid
 from tinyldm.evaluation.score import format_table, prefixed, score
 from tinyldm.evaluation.text import prompt_grid, text_metrics
@@ -205,6 +207,7 @@ def evaluate_model(
             "autoguidance_scale": module.sampler.autoguidance_scale,
             **module.sampler.guidance_method_settings(),
             "sampler_steps": module.sampler.steps,
+            **grid_record(dataclasses.asdict(module.sampler)),
         }
     )
     return prefixed(result)
