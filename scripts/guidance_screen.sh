@@ -5,8 +5,8 @@
 #
 # RUN_DIR is a train.py run (its checkpoints/diffusion.ckpt, resolved_config.yaml and .hydra/). Each run is
 # scored exactly as its end-of-training evaluation was (its dataset settings and split seed, its cache, so
-# the same classifier, or classifiers: its evaluation.classifier_members and classifier_epochs; sampling
-# seed 0, 1,000 samples), by `evaluate.py -m` over
+# the same classifier, or classifiers: its evaluation.classifier_members and classifier_epochs; its solver,
+# steps and timestep grid; sampling seed 0, 1,000 samples), by `evaluate.py -m` over
 #   classifier-free guidance:          SCALES (default 1.75,2) x AUTO (default 2.5,3.5)
 #   and, when APG_SCALES is set, APG:  APG_SCALES x APG_AUTO (default 3) at APG_ETA (0), APG_MOMENTUM (-0.5)
 # (AUTO / APG_AUTO are autoguidance scales w). EVAL="key=value ..." adds overrides to every evaluation
@@ -63,8 +63,8 @@ cd "$repo"
 columns=()
 for label in "${labels[@]}"; do
   run="${runs[$label]}"
-  # the run's dataset exactly as it trained (option, split seed, size, source), its cache and its evaluation
-  # classifiers: its own classifier(s), reference split and real floor. One value per line: dataset option,
+  # the run's dataset exactly as it trained (option, split seed, size, source), its cache, its solver and grid
+  # (kind, steps, spacing) and its evaluation classifiers: its own classifier(s), reference split and real floor. One value per line: dataset option,
   # cache, overrides (runs from before evaluation.classifier_members had one classifier).
   mapfile -t setup < <(python - "$run" <<'EOF'
 import json
@@ -80,6 +80,10 @@ dataset = OmegaConf.to_container(config.dataset, resolve=True)
 for key in ("root", "source", "val_fraction", "seed", "image_size", "max_train_samples"):  # what the data are
     if key in dataset:
         print(f"dataset.{key}={'null' if dataset[key] is None else json.dumps(dataset[key])}")
+sampler = OmegaConf.to_container(config.sampler, resolve=True)  # the solver and grid it sampled with
+for key in ("kind", "steps", "timestep_spacing", "logsnr_range"):
+    if key in sampler:
+        print(f"sampler.{key}={'null' if sampler[key] is None else json.dumps(sampler[key]).replace(' ', '')}")
 evaluation = OmegaConf.to_container(config.evaluation, resolve=True)
 print(f"evaluation.classifier_members={evaluation.get('classifier_members', 1)}")
 print(f"evaluation.classifier_epochs={json.dumps(evaluation.get('classifier_epochs'))}")

@@ -72,8 +72,10 @@ def main() -> None:
             raise SystemExit(f"arm {label!r} is given twice")
         arms[label] = build(base, sampler_settings(overrides))
         arms[label].check_schedule(schedule)
-        if arms[label].kind == "ddpm" or (arms[label].kind == "ddim" and arms[label].eta > 0):
-            raise SystemExit(f"arm {label!r}: a stochastic solver (ddpm, ddim eta > 0) has no single solution")
+        if arms[label].kind in ("ddpm", "dpmpp_2m_sde") or (arms[label].kind == "ddim" and arms[label].eta > 0):
+            raise SystemExit(
+                f"arm {label!r}: a stochastic solver (ddpm, dpmpp_2m_sde, ddim eta > 0) has no single solution"
+            )
     every = dataclasses.replace(base, steps=None, timestep_spacing=None, logsnr_range=None)  # all T timesteps
     half = dataclasses.replace(every, steps=schedule.num_train_timesteps // 2)
     labels = pipeline.labels(args.per_class)  # (N,)

@@ -59,7 +59,10 @@ def test_guidance_screen_refuses_bad_arguments_before_any_work(tmp_path, args, e
 def test_guidance_screen_scores_a_run_as_its_own_evaluation_did_and_never_redoes_a_sweep(tmp_path):
     run = tmp_path / "run"
     run_script(
-        "train.py", [*SMOKE.split(), "seed=3", "evaluation.classifier_members=2", *path_overrides(tmp_path)], run
+        "train.py",
+        [*SMOKE.split(), "seed=3", "sampler=dpmpp_2m_sde", "evaluation.classifier_members=2"]
+        + path_overrides(tmp_path),
+        run,
     )
     own = json.loads((run / "metrics.json").read_text())
     out = tmp_path / "out"
@@ -69,8 +72,10 @@ def test_guidance_screen_scores_a_run_as_its_own_evaluation_did_and_never_redoes
     assert result.returncode == 0, result.stderr[-3000:]
     with (out / "r_cfg" / "summary.csv").open() as handle:
         (row,) = list(csv.DictReader(handle))
-    # the run's own split (seed 3), classifier and sampling seed: the same setting scores the same
+    # the run's own split (seed 3), classifier, solver (the stochastic one, so its noise too) and sampling seed:
+    # the same setting scores the same
     assert own["eval/guidance_scale"] == 2.0 and own["eval/guidance_method"] == "cfg"
+    assert row["sampler_kind"] == "dpmpp_2m_sde" and row["timestep_spacing"] == own["eval/timestep_spacing"]
     for key in ("eval/cond_acc", "eval/fid", "eval/fid_floor", "eval/diversity", "eval/member1_fid"):
         assert float(row[key]) == pytest.approx(own[key], rel=1e-5), key
     assert int(row["eval/classifier_members"]) == own["eval/classifier_members"] == 2

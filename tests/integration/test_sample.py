@@ -150,7 +150,7 @@ def test_solver_error_script_measures_distance_to_the_every_timestep_solution(st
     for arm, message in (
         (("x", "sampler.stepz=4"), "unknown sampler settings ['stepz']"),
         (("x", "steps=4"), "each setting is sampler.KEY=VALUE"),
-        (("x", "sampler.kind=ddim", "sampler.eta=1.0"), "a stochastic solver (ddpm, ddim eta > 0)"),
+        (("x", "sampler.kind=ddim", "sampler.eta=1.0"), "a stochastic solver (ddpm, dpmpp_2m_sde, ddim eta > 0)"),
         (("x", "sampler.timestep_spacing=logsnr"), "sampler: logsnr_range=None must be"),
     ):
         refused = run_repo_script("solver_error.py", str(stage2_checkpoint), *common, "--arm", *arm, timeout=120)

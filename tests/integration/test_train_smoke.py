@@ -42,12 +42,13 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     assert (first / "checkpoints" / "autoencoder.ckpt").is_file()
     assert (first / "checkpoints" / "diffusion.ckpt").is_file()
     assert (first / "samples.png").is_file()
-    assert list((first / "images").glob("ldm_samples_guidance_2.5_*.png"))  # the main job guides at s = 2.5
+    assert list((first / "images").glob("ldm_samples_guidance_3_*.png"))  # the main job guides at s = 3
     assert metrics["autoencoder_reused"] is False
     assert metrics["dataset"] == "mnist" and metrics["dataset_source"].startswith("bundled")
     assert metrics["ldm/val/loss"] > 0
     assert metrics["eval/autoguidance_scale"] == 3  # the main job samples with autoguidance
     assert metrics["eval/guidance_method"] == "apg"  # and adaptive projected guidance
+    assert metrics["eval/guidance_scale"] == 3.0 and metrics["eval/sampler_kind"] == "dpmpp_2m_sde"  # SDE solver
     assert metrics["eval/timestep_spacing"] == "trailing" and metrics["eval/logsnr_range"] is None  # DPM++'s own grid
 
     second = tmp_path / "second"  # in-process: the same task the script runs, without a second interpreter start

@@ -19,6 +19,7 @@ Nothing here holds learned weights; the denoiser (``tinyldm.unet``) is passed in
 from tinyldm.diffusion.ddim import DDIMScheduler
 from tinyldm.diffusion.ddpm import DDPMScheduler
 from tinyldm.diffusion.dpm_solver import DPMSolverMultistepScheduler
+from tinyldm.diffusion.dpm_solver_sde import DPMSolverSDEMultistepScheduler
 from tinyldm.diffusion.guidance import Denoiser, guided_prediction, validate_guidance_scale
 from tinyldm.diffusion.noise_schedule import (
     BETA_SCHEDULES,
@@ -37,6 +38,7 @@ __all__ = [
     "DDIMScheduler",
     "DDPMScheduler",
     "DPMSolverMultistepScheduler",
+    "DPMSolverSDEMultistepScheduler",
     "Denoiser",
     "DiffusionSampler",
     "NoiseSchedule",

@@ -32,6 +32,7 @@ from torch import Tensor
 from tinyldm.diffusion.ddim import DDIMScheduler, validate_eta
 from tinyldm.diffusion.ddpm import DDPMScheduler
 from tinyldm.diffusion.dpm_solver import DPMSolverMultistepScheduler
+from tinyldm.diffusion.dpm_solver_sde import DPMSolverSDEMultistepScheduler
 from tinyldm.diffusion.guidance import (
     Denoiser,
     adaptive_projected,
@@ -53,6 +54,7 @@ SOLVERS: dict[str, type[Solver]] = {
     "ddpm": DDPMScheduler,
     "ddim": DDIMScheduler,
     "dpmpp_2m": DPMSolverMultistepScheduler,
+    "dpmpp_2m_sde": DPMSolverSDEMultistepScheduler,
 }
 
 #: the timestep grids each ``DiffusionSampler.kind`` can take, its own first (``timestep_spacing=None``)
@@ -60,6 +62,7 @@ SPACINGS_BY_KIND: dict[str, tuple[str, ...]] = {
     "ddpm": ("leading",),
     "ddim": ("leading",),
     "dpmpp_2m": ("trailing", "logsnr"),
+    "dpmpp_2m_sde": ("trailing", "logsnr"),
 }
 
 
@@ -152,19 +155,20 @@ def guidance_method_record(settings: Mapping[str, Any] | None) -> dict[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionSampler:
-    """Config-driven sampler: DDPM, DDIM or DPM-Solver++(2M) steps with classifier-free guidance.
+    """Config-driven sampler: DDPM, DDIM or DPM-Solver++(2M) (ODE or SDE) steps with classifier-free guidance.
 
     Immutable, and every field is validated on construction (also by :func:`dataclasses.replace`),
     so a sampler that exists is a valid one.
 
     Args:
-        kind: solver name in :data:`SOLVERS` (``"ddpm"``, ``"ddim"`` or ``"dpmpp_2m"``,
-            DPM-Solver++(2M) for 10-25 steps).
+        kind: solver name in :data:`SOLVERS` (``"ddpm"``, ``"ddim"``, ``"dpmpp_2m"``, DPM-Solver++(2M)
+            for 10-25 steps, or ``"dpmpp_2m_sde"``, its stochastic form: fresh noise each step).
         steps: number of inference steps (>= 1 and <= the schedule's ``num_train_timesteps``,
             checked by :meth:`check_schedule`). ``None`` means all ``T`` training steps (the
             classic 1000-step DDPM).
         eta: DDIM stochasticity (0 = deterministic). Must be >= 0; DDPM and DPM-Solver++ ignore it
-            because ancestral sampling always adds its posterior noise and DPM-Solver++ adds none.
+            because ancestral sampling always adds its posterior noise, DPM-Solver++ adds none and
+            its SDE form always adds its own.
         guidance_scale: classifier-free guidance scale ``s`` (``1`` = plain conditional,
             ``0`` = unconditional, ``> 1`` = stronger conditioning). Ignored for unconditional
             models (``uncond_context=None`` in :meth:`sample`).
@@ -279,7 +283,7 @@ class DiffusionSampler:
         options: dict[str, Any] = {"clip_sample": self.clip_sample, "clip_sample_range": self.clip_sample_range}
         if self.kind == "ddim":
             options["eta"] = self.eta
-        if self.kind == "dpmpp_2m":
+        if issubclass(SOLVERS[self.kind], DPMSolverMultistepScheduler):
             options.update(timestep_spacing=self.grid_spacing, logsnr_range=self.logsnr_range)
         solver = SOLVERS[self.kind](schedule, **options)  # refuses anything but a NoiseSchedule
         solver.set_timesteps(self.check_schedule(schedule))

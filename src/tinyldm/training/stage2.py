@@ -207,6 +207,7 @@ def evaluate_model(
             "autoguidance_scale": module.sampler.autoguidance_scale,
             **module.sampler.guidance_method_settings(),
             "sampler_steps": module.sampler.steps,
+            "sampler_kind": module.sampler.kind,
             **grid_record(dataclasses.asdict(module.sampler)),
         }
     )
