@@ -192,7 +192,7 @@ class DiffusionSampler:
         timestep_spacing: the timestep grid (:mod:`~tinyldm.diffusion.timestep_grid`): ``None`` is the kind's own
             (DDPM and DDIM ``"leading"``, DPM-Solver++ ``"trailing"``); DPM-Solver++ also takes ``"logsnr"``,
             steps evenly spaced in half log-SNR over ``logsnr_range``, which at 20 steps lands about 2x closer to
-            the many-step solution of the guided ODE (README: sampling grid).
+            the many-step solution of the guided ODE (README: a sampler lever).
         logsnr_range: ``[lambda_noisy, lambda_clean]`` for ``"logsnr"`` (e.g. ``[-3.5, 3.0]``); ``None`` otherwise.
         autoguidance_scale: ``w`` of autoguidance (Karras et al. 2024, "Guiding a diffusion model with a
             bad version of itself", https://arxiv.org/abs/2406.02507; :mod:`~tinyldm.diffusion.guidance`):
