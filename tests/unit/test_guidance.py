@@ -282,7 +282,7 @@ def test_sampler_clip_sample_reaches_the_solver(kind):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"kind": "euler"}, r"kind must be one of ddpm, ddim, dpmpp_2m; got 'euler'"),
+        ({"kind": "euler"}, r"kind must be one of ddpm, ddim, dpmpp_2m, dpmpp_2m_sde; got 'euler'"),
         ({"steps": 0}, r"steps.*got 0"),
         ({"steps": 2.5}, r"steps.*got 2.5"),
         ({"eta": -0.5}, r"eta.*got -0.5"),

@@ -43,7 +43,8 @@ class DPMSolverMultistepScheduler(Solver):
 
     The solver is stateful: each :meth:`step` remembers its ``x0`` estimate for the next
     one, so steps must follow :attr:`timesteps` in order; :meth:`set_timesteps` starts over.
-    Deterministic: ``generator`` is accepted for interface parity and unused.
+    Deterministic: ``generator`` is accepted for interface parity and unused here (the SDE form,
+    :mod:`~tinyldm.diffusion.dpm_solver_sde`, overrides :meth:`_update` and draws its noise from it).
 
     Args: see :class:`~tinyldm.diffusion.solver.Solver` (``schedule``, ``clip_sample``, ``clip_sample_range``), and
         timestep_spacing: ``"trailing"`` or ``"logsnr"`` (:mod:`~tinyldm.diffusion.timestep_grid`).
