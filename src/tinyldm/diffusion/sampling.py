@@ -44,7 +44,7 @@ from tinyldm.diffusion.guidance import (
 )
 from tinyldm.diffusion.noise_schedule import NoiseSchedule
 from tinyldm.diffusion.solver import Solver, validate_clip
-from tinyldm.diffusion.timestep_grid import logsnr_grid, validate_spacing
+from tinyldm.diffusion.timestep_grid import SPACINGS_BY_KIND, logsnr_grid, validate_grid
 
 #: how the classifier-free term is applied (``DiffusionSampler.guidance_method``)
 GUIDANCE_METHODS: tuple[str, ...] = ("cfg", "apg")
@@ -56,50 +56,6 @@ SOLVERS: dict[str, type[Solver]] = {
     "dpmpp_2m": DPMSolverMultistepScheduler,
     "dpmpp_2m_sde": DPMSolverSDEMultistepScheduler,
 }
-
-#: the timestep grids each ``DiffusionSampler.kind`` can take, its own first (``timestep_spacing=None``)
-SPACINGS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "ddpm": ("leading",),
-    "ddim": ("leading",),
-    "dpmpp_2m": ("trailing", "logsnr"),
-    "dpmpp_2m_sde": ("trailing", "logsnr"),
-}
-
-
-def validate_grid(kind: str, spacing: Any, logsnr_range: Any) -> tuple[str | None, tuple[float, float] | None]:
-    """``(timestep_spacing, logsnr_range)`` for solver ``kind``; ``None`` (the kind's own grid) stays ``None``.
-
-    Unset stays unset, so a sampler whose ``kind`` is later replaced takes the new kind's own grid.
-    Anything the kind cannot take raises naming it and what is allowed (the schedule's bounds are
-    checked by :meth:`DiffusionSampler.check_schedule`).
-    """
-    allowed = SPACINGS_BY_KIND[kind]
-    effective = allowed[0] if spacing is None else spacing
-    if effective not in allowed:
-        raise ValueError(
-            f"timestep_spacing={spacing!r} is not allowed for kind={kind!r}; allowed: {', '.join(allowed)}"
-        )
-    if effective == "leading":
-        if logsnr_range is not None:
-            raise ValueError(f"logsnr_range={logsnr_range!r} is only used by timestep_spacing=logsnr; set it to null")
-        return spacing, None
-    return spacing, validate_spacing(effective, logsnr_range)[1]
-
-
-def grid_record(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``timestep_spacing`` and ``logsnr_range`` as results files record them, so a sweep's CSV tells grids apart.
-
-    The kind's own grid when unset, ``None`` for both without sampler settings; the range as text
-    (``"[-3.5, 3.0]"``), since a sweep's CSV keeps no lists.
-    """
-    if not settings:
-        return {"timestep_spacing": None, "logsnr_range": None}
-    spacing = settings.get("timestep_spacing") or SPACINGS_BY_KIND.get(settings.get("kind"), (None,))[0]
-    logsnr_range = settings.get("logsnr_range")
-    return {
-        "timestep_spacing": spacing,
-        "logsnr_range": None if logsnr_range is None else f"[{float(logsnr_range[0]):g}, {float(logsnr_range[1]):g}]",
-    }
 
 
 def validate_guidance_interval(interval: Any) -> tuple[int, int] | None:

@@ -14,7 +14,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.config_checks import check_evaluate_config
-from tinyldm.diffusion.sampling import grid_record, guidance_method_record
+from tinyldm.diffusion.sampling import guidance_method_record
+from tinyldm.diffusion.timestep_grid import grid_record
 from tinyldm.evaluation.metrics import validate_samples
 from tinyldm.evaluation.misreads import save_misread_grid
 from tinyldm.evaluation.score import format_table, prefixed, score

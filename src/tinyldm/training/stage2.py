@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.config_checks import unet_config_for
 from tinyldm.data.latents import LatentDataModule
-from tinyldm.diffusion.sampling import grid_record
+from tinyldm.diffusion.timestep_grid import grid_record
 from tinyldm.evaluation.misreads import save_misread_grid
 from tinyldm.evaluation.score import format_table, prefixed, score
 from tinyldm.evaluation.text import prompt_grid, text_metrics
