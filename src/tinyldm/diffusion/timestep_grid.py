@@ -36,18 +36,21 @@ def half_log_snr(alpha_bar: Tensor) -> Tensor:
     return 0.5 * (torch.log(alpha_bar) - torch.log1p(-alpha_bar))
 
 
-def validate_spacing(spacing: Any, logsnr_range: Any) -> tuple[str, tuple[float, float] | None]:
+def validate_spacing(
+    spacing: Any, logsnr_range: Any, allowed: tuple[str, ...] = SPACINGS, owner: str = ""
+) -> tuple[str, tuple[float, float] | None]:
     """``(timestep_spacing, logsnr_range)`` checked on their own (the schedule's bounds: :func:`logsnr_grid`).
 
-    ``logsnr_range`` is required for ``logsnr`` and must be ``null`` for ``trailing``, so a range that
-    would be ignored is refused rather than silently unused.
+    ``spacing`` must be one of ``allowed`` (``owner``, e.g. `` for kind='ddim'``, names whose list it is).
+    ``logsnr_range`` is required for ``logsnr`` and must be ``null`` for any other grid, so a range
+    that would be ignored is refused rather than silently unused.
     """
-    if spacing not in SPACINGS:
-        raise ValueError(f"timestep_spacing must be one of {', '.join(SPACINGS)}; got {spacing!r}")
-    if spacing == "trailing":
+    if spacing not in allowed:
+        raise ValueError(f"timestep_spacing={spacing!r} is not allowed{owner}; allowed: {', '.join(allowed)}")
+    if spacing != "logsnr":
         if logsnr_range is not None:
             raise ValueError(
-                f"logsnr_range={logsnr_range!r} is only used by timestep_spacing=logsnr; set it to null for trailing"
+                f"logsnr_range={logsnr_range!r} is only used by timestep_spacing=logsnr; set it to null for {spacing}"
             )
         return spacing, None
     values = list(logsnr_range) if isinstance(logsnr_range, Sequence) and not isinstance(logsnr_range, str) else None
@@ -123,16 +126,10 @@ def validate_grid(kind: str, spacing: Any, logsnr_range: Any) -> tuple[str | Non
     checked by :func:`logsnr_grid`, which ``DiffusionSampler.check_schedule`` calls).
     """
     allowed = SPACINGS_BY_KIND[kind]
-    effective = allowed[0] if spacing is None else spacing
-    if effective not in allowed:
-        raise ValueError(
-            f"timestep_spacing={spacing!r} is not allowed for kind={kind!r}; allowed: {', '.join(allowed)}"
-        )
-    if effective == "leading":
-        if logsnr_range is not None:
-            raise ValueError(f"logsnr_range={logsnr_range!r} is only used by timestep_spacing=logsnr; set it to null")
-        return spacing, None
-    return spacing, validate_spacing(effective, logsnr_range)[1]
+    _, checked_range = validate_spacing(
+        allowed[0] if spacing is None else spacing, logsnr_range, allowed, owner=f" for kind={kind!r}"
+    )
+    return spacing, checked_range
 
 
 def grid_record(settings: Mapping[str, Any] | None) -> dict[str, Any]:
