@@ -81,7 +81,7 @@ for key in ("root", "source", "val_fraction", "seed", "image_size", "max_train_s
     if key in dataset:
         print(f"dataset.{key}={'null' if dataset[key] is None else json.dumps(dataset[key])}")
 sampler = OmegaConf.to_container(config.sampler, resolve=True)  # the solver and grid it sampled with
-for key in ("kind", "steps", "timestep_spacing", "logsnr_range"):
+for key in ("kind", "steps", "timestep_spacing", "logsnr_range", "noise_interval"):
     if key in sampler:
         print(f"sampler.{key}={'null' if sampler[key] is None else json.dumps(sampler[key]).replace(' ', '')}")
 evaluation = OmegaConf.to_container(config.evaluation, resolve=True)

@@ -50,6 +50,7 @@ def test_main_job_form_runs_both_stages_then_reuses_stage1(tmp_path, compose, ca
     assert metrics["eval/guidance_method"] == "apg"  # and adaptive projected guidance
     assert metrics["eval/guidance_scale"] == 3.0 and metrics["eval/sampler_kind"] == "dpmpp_2m_sde"  # SDE solver
     assert metrics["eval/timestep_spacing"] == "trailing" and metrics["eval/logsnr_range"] is None  # DPM++'s own grid
+    assert metrics["eval/noise_interval"] is None  # the SDE's noise on every step
 
     second = tmp_path / "second"  # in-process: the same task the script runs, without a second interpreter start
     from tinyldm.tasks import train

@@ -1,4 +1,5 @@
-"""SDE-DPM-Solver++(2M): it samples the data distribution, reproducibly from a seed, on either grid."""
+"""SDE-DPM-Solver++(2M): it samples the data distribution, reproducibly from a seed, on either grid, with its noise
+on every step or only in a window of timesteps."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_sde_samples_have_the_data_mean_and_spread(beta_schedule):
     assert abs(samples.mean().item() - 0.5) < 0.03 and abs(samples.std().item() - 0.6) < 0.03
 
     class Noiseless(DPMSolverSDEMultistepScheduler):
-        def _update(self, sample, sigma_ratio, alpha_bar_prev, h, data_term, generator):
+        def _update(self, sample, sigma_ratio, alpha_bar_prev, h, data_term, generator, timestep):
             return sigma_ratio * torch.exp(-h) * sample + alpha_bar_prev**0.5 * -torch.expm1(-2 * h) * data_term
 
     assert _sample(Noiseless(schedule), 30, predict, seed=0).std().item() < 0.5
@@ -67,3 +68,48 @@ def test_sampler_kind_dpmpp_2m_sde_guides_on_either_grid(compose):
             for _ in range(2)
         ]
         assert torch.isfinite(runs[0]).all() and torch.equal(runs[0], runs[1])
+
+
+def test_noise_interval_takes_the_ode_step_outside_it_and_still_samples_the_data():
+    """No step in the window: the ODE solver's samples exactly; every step: the plain SDE's; a window in between
+    (noise only at high noise) gives neither, and still the data's mean and spread (the updates share marginals)."""
+    schedule = NoiseSchedule(beta_schedule="cosine")
+    predict = _gaussian_data_denoiser(schedule, mean=0.5, std=0.6)
+
+    def sde(interval):
+        return DPMSolverSDEMultistepScheduler(schedule, noise_interval=interval)
+
+    ode = _sample(DPMSolverMultistepScheduler(schedule), 30, predict, seed=1)
+    full = _sample(sde(None), 30, predict, seed=1)
+    assert torch.equal(_sample(sde([0, 0]), 30, predict, seed=1), ode)  # the trailing grid never starts a step at 0
+    assert torch.equal(_sample(sde([0, 999]), 30, predict, seed=1), full)
+    window = _sample(sde([550, 999]), 30, predict, seed=1)
+    assert not torch.allclose(window, ode) and not torch.allclose(window, full)
+    assert abs(window.mean().item() - 0.5) < 0.03 and abs(window.std().item() - 0.6) < 0.03
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"kind": "dpmpp_2m", "noise_interval": [550, 999]}, "only used by kind=dpmpp_2m_sde"),
+        ({"kind": "ddim", "noise_interval": [0, 10]}, "only used by kind=dpmpp_2m_sde"),
+        ({"kind": "dpmpp_2m_sde", "noise_interval": [600, 500]}, "0 <= t_low <= t_high"),
+        ({"kind": "dpmpp_2m_sde", "noise_interval": [0.5, 999]}, "integer timesteps"),
+        ({"kind": "dpmpp_2m_sde", "noise_interval": [550]}, "[t_low, t_high]"),
+        ({"kind": "dpmpp_2m_sde", "noise_interval": "550-999"}, "[t_low, t_high]"),
+    ],
+)
+def test_bad_noise_intervals_are_refused_naming_the_option(settings, message):
+    with pytest.raises(ValueError, match="noise_interval") as error:
+        DiffusionSampler(**settings)
+    assert message in str(error.value)
+
+
+def test_sampler_config_passes_the_noise_interval_to_the_solver(compose):
+    from hydra.utils import instantiate
+
+    sampler = instantiate(compose(["sampler=dpmpp_2m_sde", "sampler.noise_interval=[550,999]"]).sampler)
+    assert sampler.noise_interval == (550, 999)
+    assert sampler.build_solver(NoiseSchedule()).noise_interval == (550, 999)
+    for kind in ("ddpm", "ddim", "dpmpp_2m"):  # every sampler config has the key, off
+        assert instantiate(compose([f"sampler={kind}"]).sampler).noise_interval is None

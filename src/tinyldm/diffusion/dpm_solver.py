@@ -132,7 +132,7 @@ class DPMSolverMultistepScheduler(Solver):
             r = (lambda_s - lambda_p) / h
             data_term = pred_x0 + (pred_x0 - pred_x0_p) / (2 * r)
         sigma_ratio = ((1 - alpha_bar_prev) / (1 - alpha_bar_t)) ** 0.5
-        prev_sample = self._update(sample, sigma_ratio, alpha_bar_prev, h, data_term, generator)  # (B, C, H, W)
+        prev_sample = self._update(sample, sigma_ratio, alpha_bar_prev, h, data_term, generator, t)  # (B, C, H, W)
 
         self._previous = (lambda_s, pred_x0)
         self._expected_timestep = prev_t
@@ -146,6 +146,10 @@ class DPMSolverMultistepScheduler(Solver):
         h: Tensor,
         data_term: Tensor,
         generator: torch.Generator | None,
+        timestep: int,
     ) -> Tensor:
-        """The ODE step ``x_t = (sigma_t / sigma_s) x_s - alpha_t (exp(-h) - 1) D``, each (B, C, H, W); no noise."""
+        """The ODE step ``x_t = (sigma_t / sigma_s) x_s - alpha_t (exp(-h) - 1) D``, each (B, C, H, W); no noise.
+
+        ``timestep`` is the step's starting timestep ``s`` (unused here; the SDE form can switch on it).
+        """
         return sigma_ratio * sample - alpha_bar_prev**0.5 * torch.expm1(-h) * data_term

@@ -15,22 +15,66 @@ drawn from the sampling generator, so a seed still fixes the samples. It is diff
 ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_type="midpoint")``, and what
 image UIs call "DPM++ 2M SDE". Same grid options and the same network calls per step as the ODE
 solver; README: a sampler lever.
+
+``noise_interval=[t_low, t_high]`` adds the noise only on the steps that start at a timestep in that band and
+takes the ODE update on the others: Karras et al.'s ``S_tmin`` / ``S_tmax`` window. Both updates move the
+sample between the same marginals, so any mix of them samples the same distribution; where the noise goes
+changes which errors it can correct (README: the shipped setting on eight new seeds).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tinyldm.diffusion.dpm_solver import DPMSolverMultistepScheduler
-from tinyldm.diffusion.solver import randn_from
+from tinyldm.diffusion.noise_schedule import NoiseSchedule
+from tinyldm.diffusion.solver import randn_from, validate_interval
+
+
+def validate_noise_interval(interval: Any, kind: str = "dpmpp_2m_sde") -> tuple[int, int] | None:
+    """None (noise on every step), or ``[t_low, t_high]`` integer timesteps for the SDE solver; else raises naming it.
+
+    ``kind`` is the sampler's solver: an interval given to one that adds no noise of its own is refused, since it
+    would silently do nothing.
+    """
+    if interval is not None and kind != "dpmpp_2m_sde":
+        raise ValueError(
+            f"noise_interval={interval!r} is only used by kind=dpmpp_2m_sde; set it to null for kind={kind!r}"
+        )
+    return validate_interval("noise_interval", interval, "[550, 999]")
+
+
+def noise_interval_record(settings: Mapping[str, Any] | None) -> dict[str, str | None]:
+    """``noise_interval`` as results files record it (``"[550, 999]"``, or ``None``: every step, or no SDE)."""
+    interval = (settings or {}).get("noise_interval")
+    return {"noise_interval": None if interval is None else f"[{int(interval[0])}, {int(interval[1])}]"}
 
 
 class DPMSolverSDEMultistepScheduler(DPMSolverMultistepScheduler):
     """SDE-DPM-Solver++(2M): :class:`DPMSolverMultistepScheduler`'s grid and history, the stochastic update.
 
     ``generator`` (passed to :meth:`step`) draws each step's noise; without one the global RNG does.
+
+    Args: those of :class:`DPMSolverMultistepScheduler`, and
+        noise_interval: ``[t_low, t_high]`` (inclusive): only steps starting at such a timestep add noise, the
+            others take the deterministic update and draw nothing; ``None``: every step adds noise.
     """
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        timestep_spacing: str = "trailing",
+        logsnr_range: tuple[float, float] | None = None,
+        noise_interval: tuple[int, int] | None = None,
+    ) -> None:
+        self.noise_interval = validate_noise_interval(noise_interval)
+        super().__init__(schedule, clip_sample, clip_sample_range, timestep_spacing, logsnr_range)
 
     def _update(
         self,
@@ -40,8 +84,14 @@ class DPMSolverSDEMultistepScheduler(DPMSolverMultistepScheduler):
         h: Tensor,
         data_term: Tensor,
         generator: torch.Generator | None,
+        timestep: int,
     ) -> Tensor:
-        """``(sigma_t / sigma_s) e^-h x_s + alpha_t (1 - e^-2h) D + sigma_t sqrt(1 - e^-2h) z``, each (B, C, H, W)."""
+        """``(sigma_t / sigma_s) e^-h x_s + alpha_t (1 - e^-2h) D + sigma_t sqrt(1 - e^-2h) z``, each (B, C, H, W).
+
+        Outside ``noise_interval`` the ODE update of the same step instead.
+        """
+        if self.noise_interval is not None and not self.noise_interval[0] <= timestep <= self.noise_interval[1]:
+            return super()._update(sample, sigma_ratio, alpha_bar_prev, h, data_term, generator, timestep)
         noise = randn_from(generator, sample.shape, sample)  # (B, C, H, W)
         kept = -torch.expm1(-2.0 * h)  # 1 - exp(-2h), without cancellation for small h
         return (

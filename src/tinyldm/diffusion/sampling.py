@@ -32,7 +32,7 @@ from torch import Tensor
 from tinyldm.diffusion.ddim import DDIMScheduler, validate_eta
 from tinyldm.diffusion.ddpm import DDPMScheduler
 from tinyldm.diffusion.dpm_solver import DPMSolverMultistepScheduler
-from tinyldm.diffusion.dpm_solver_sde import DPMSolverSDEMultistepScheduler
+from tinyldm.diffusion.dpm_solver_sde import DPMSolverSDEMultistepScheduler, validate_noise_interval
 from tinyldm.diffusion.guidance import (
     Denoiser,
     adaptive_projected,
@@ -43,7 +43,7 @@ from tinyldm.diffusion.guidance import (
     validate_guidance_scale,
 )
 from tinyldm.diffusion.noise_schedule import NoiseSchedule
-from tinyldm.diffusion.solver import Solver, validate_clip
+from tinyldm.diffusion.solver import Solver, validate_clip, validate_interval
 from tinyldm.diffusion.timestep_grid import SPACINGS_BY_KIND, logsnr_grid, validate_grid
 
 #: how the classifier-free term is applied (``DiffusionSampler.guidance_method``)
@@ -60,20 +60,7 @@ SOLVERS: dict[str, type[Solver]] = {
 
 def validate_guidance_interval(interval: Any) -> tuple[int, int] | None:
     """None, or ``[t_low, t_high]`` integers with ``0 <= t_low <= t_high``; anything else raises naming it."""
-    if interval is None:
-        return None
-    values = list(interval) if isinstance(interval, Sequence) and not isinstance(interval, str) else None
-    if (
-        values is None
-        or len(values) != 2
-        or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
-        or not 0 <= values[0] <= values[1]
-    ):
-        raise ValueError(
-            f"guidance_interval={interval!r} must be null or [t_low, t_high], integer timesteps with "
-            "0 <= t_low <= t_high (e.g. [100, 600])"
-        )
-    return values[0], values[1]
+    return validate_interval("guidance_interval", interval, "[100, 600]")
 
 
 def validate_apg(method: Any, eta: Any, momentum: Any) -> tuple[str, float, float]:
@@ -150,6 +137,8 @@ class DiffusionSampler:
             steps evenly spaced in half log-SNR over ``logsnr_range``, which at 20 steps lands about 2x closer to
             the many-step solution of the guided ODE (README: a sampler lever).
         logsnr_range: ``[lambda_noisy, lambda_clean]`` for ``"logsnr"`` (e.g. ``[-3.5, 3.0]``); ``None`` otherwise.
+        noise_interval: ``"dpmpp_2m_sde"`` only: ``[t_low, t_high]`` timesteps (inclusive) of the steps that add the
+            SDE's noise, the others deterministic (:mod:`~tinyldm.diffusion.dpm_solver_sde`); ``None``: every step.
         autoguidance_scale: ``w`` of autoguidance (Karras et al. 2024, "Guiding a diffusion model with a
             bad version of itself", https://arxiv.org/abs/2406.02507; :mod:`~tinyldm.diffusion.guidance`):
             each step adds ``(w - 1) * (cond - guide(x_t, t, c))``. ``1`` is off; above 1, :meth:`sample`
@@ -169,6 +158,7 @@ class DiffusionSampler:
     autoguidance_scale: float = 1.0
     timestep_spacing: str | None = None
     logsnr_range: tuple[float, float] | None = None
+    noise_interval: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SOLVERS:
@@ -181,6 +171,7 @@ class DiffusionSampler:
             "guidance_scale": validate_guidance_scale(self.guidance_scale),
             "guidance_interval": validate_guidance_interval(self.guidance_interval),
             "autoguidance_scale": validate_autoguidance_scale(self.autoguidance_scale),
+            "noise_interval": validate_noise_interval(self.noise_interval, self.kind),
         }
         normalised["guidance_method"], normalised["apg_eta"], normalised["apg_momentum"] = validate_apg(
             self.guidance_method, self.apg_eta, self.apg_momentum
@@ -241,6 +232,8 @@ class DiffusionSampler:
             options["eta"] = self.eta
         if issubclass(SOLVERS[self.kind], DPMSolverMultistepScheduler):
             options.update(timestep_spacing=self.grid_spacing, logsnr_range=self.logsnr_range)
+        if self.kind == "dpmpp_2m_sde":
+            options["noise_interval"] = self.noise_interval
         solver = SOLVERS[self.kind](schedule, **options)  # refuses anything but a NoiseSchedule
         solver.set_timesteps(self.check_schedule(schedule))
         return solver

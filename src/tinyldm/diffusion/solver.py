@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -44,6 +45,28 @@ def validate_clip(clip_sample: Any, clip_sample_range: Any) -> tuple[bool, float
     if not _is_number(clip_sample_range) or not (0.0 < clip_sample_range < math.inf):
         raise ValueError(f"clip_sample_range must be a finite number > 0, got {clip_sample_range!r}")
     return clip_sample, float(clip_sample_range)
+
+
+def validate_interval(name: str, interval: Any, example: str) -> tuple[int, int] | None:
+    """None, or ``[t_low, t_high]`` integer training timesteps with ``0 <= t_low <= t_high``; else ``ValueError``.
+
+    The shape of every "only at these timesteps" option (``guidance_interval``, ``noise_interval``); the error
+    names the option, what it got and an ``example``.
+    """
+    if interval is None:
+        return None
+    values = list(interval) if isinstance(interval, Sequence) and not isinstance(interval, str) else None
+    if (
+        values is None
+        or len(values) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+        or not 0 <= values[0] <= values[1]
+    ):
+        raise ValueError(
+            f"{name}={interval!r} must be null or [t_low, t_high], integer timesteps with "
+            f"0 <= t_low <= t_high (e.g. {example})"
+        )
+    return values[0], values[1]
 
 
 def randn_from(generator: torch.Generator | None, shape: torch.Size, like: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.config_checks import check_evaluate_config
+from tinyldm.diffusion.dpm_solver_sde import noise_interval_record
 from tinyldm.diffusion.sampling import guidance_method_record
 from tinyldm.diffusion.timestep_grid import grid_record
 from tinyldm.evaluation.metrics import validate_samples
@@ -102,6 +103,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "sampler_steps": sampler.get("steps"),
             "sampler_kind": sampler.get("kind"),
             **grid_record(sampler),
+            **noise_interval_record(sampler),
         }
     )
     if is_global_zero():

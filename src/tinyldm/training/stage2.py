@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.config_checks import unet_config_for
 from tinyldm.data.latents import LatentDataModule
+from tinyldm.diffusion.dpm_solver_sde import noise_interval_record
 from tinyldm.diffusion.timestep_grid import grid_record
 from tinyldm.evaluation.misreads import save_misread_grid
 from tinyldm.evaluation.score import format_table, prefixed, score
@@ -209,6 +210,7 @@ def evaluate_model(
             "sampler_steps": module.sampler.steps,
             "sampler_kind": module.sampler.kind,
             **grid_record(dataclasses.asdict(module.sampler)),
+            **noise_interval_record(dataclasses.asdict(module.sampler)),
         }
     )
     return prefixed(result)
