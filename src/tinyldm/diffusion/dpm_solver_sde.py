@@ -19,7 +19,7 @@ solver; README: a sampler lever.
 ``noise_interval=[t_low, t_high]`` adds the noise only on the steps that start at a timestep in that band and
 takes the ODE update on the others: Karras et al.'s ``S_tmin`` / ``S_tmax`` window. Both updates move the
 sample between the same marginals, so any mix of them samples the same distribution; where the noise goes
-changes which errors it can correct (README: the shipped setting on eight new seeds).
+changes which errors it can correct (README: where the noise goes).
 """
 
 from __future__ import annotations
