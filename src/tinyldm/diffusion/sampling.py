@@ -232,7 +232,7 @@ class DiffusionSampler:
             options["eta"] = self.eta
         if issubclass(SOLVERS[self.kind], DPMSolverMultistepScheduler):
             options.update(timestep_spacing=self.grid_spacing, logsnr_range=self.logsnr_range)
-        if self.kind == "dpmpp_2m_sde":
+        if issubclass(SOLVERS[self.kind], DPMSolverSDEMultistepScheduler):
             options["noise_interval"] = self.noise_interval
         solver = SOLVERS[self.kind](schedule, **options)  # refuses anything but a NoiseSchedule
         solver.set_timesteps(self.check_schedule(schedule))
