@@ -1,4 +1,4 @@
-# Sourced (not run) by the device-session scripts, scripts/gpu_check.sh and scripts/gpu_guidance_grid.sh.
+# Sourced (not run) by the device-session scripts, scripts/gpu_check.sh and experiments/gpu_guidance_grid.sh.
 # A device call has a hard time limit, so each part of a session runs under `timeout`, cut to what is
 # left of a whole-script deadline: the last parts shrink first, and the session ends in time with every
 # finished part's files written.
@@ -38,7 +38,7 @@ part() {
   start=$(date +%s.%N)
   timeout --kill-after=10 "$limit" "$@"
   rc=$?
-  LAST_SECONDS=$(python -c "print(round($(date +%s.%N) - $start, 1))")
+  LAST_SECONDS=$(awk -v start="$start" -v end="$(date +%s.%N)" 'BEGIN { printf "%.1f", end - start }')
   echo "$name: exit $rc after $LAST_SECONDS s (limit $limit s)" >> "$deadline_out/parts.txt"
   if (( rc == 124 || rc == 137 )); then failed+=("$name(timed out)"); elif (( rc != 0 )); then failed+=("$name"); fi
   return 0

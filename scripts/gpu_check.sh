@@ -19,6 +19,7 @@
 # --smoke: the same parts sized for a CPU in about a minute (the test suite runs it).
 # Every part runs even if an earlier one failed; the exit status is non-zero if any failed.
 set -uo pipefail
+export PYTHON="${PYTHON:-python3}"  # every step runs with the caller's interpreter (e.g. PYTHON=.venv/bin/python)
 cd "$(dirname "$0")/.."
 
 smoke=0
@@ -44,7 +45,7 @@ deadline_valid --deadline "$deadline" || exit 2
 mkdir -p "$out"
 deadline_start "$deadline" "$out"
 
-python - > "$out/device.txt" 2>&1 <<'PY'
+"$PYTHON" - > "$out/device.txt" 2>&1 <<'PY'
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda)
 print("device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only")
@@ -52,7 +53,7 @@ PY
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
 
 # 1. the gpu tests (they skip cleanly without CUDA)
-part pytest_gpu 150 python -m pytest -m gpu -q -p no:cacheprovider tests/gpu > "$out/pytest_gpu.txt" 2>&1
+part pytest_gpu 150 "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider tests/gpu > "$out/pytest_gpu.txt" 2>&1
 
 # 2. the full Fashion-MNIST main job, timed from launch to exit
 if [[ $smoke == 1 ]]; then
@@ -61,24 +62,24 @@ if [[ $smoke == 1 ]]; then
 else
   run=(model=vqvae trainer=gpu "+experiment=fashion_cond_gpu")
 fi
-part fashion 300 python train.py "${run[@]}" "dataset.root=$data" logger=csv "paths.cache_dir=$out/cache" \
+part fashion 300 "$PYTHON" train.py "${run[@]}" "dataset.root=$data" logger=csv "paths.cache_dir=$out/cache" \
   "hydra.run.dir=$out/fashion" > "$out/fashion.log" 2>&1
 echo "$LAST_SECONDS" > "$out/fashion_wall_seconds.txt"
 
 # 3. the MNIST main job on the 5,000 bundled digits (what the CPU main job reads offline; no download try)
 if [[ $smoke == 0 ]]; then
-  part mnist 180 python train.py model=vqvae +experiment=mnist_cond trainer=gpu dataset.source=bundled logger=csv \
+  part mnist 180 "$PYTHON" train.py model=vqvae +experiment=mnist_cond trainer=gpu dataset.source=bundled logger=csv \
     "paths.cache_dir=$out/cache" "hydra.run.dir=$out/mnist" > "$out/mnist.log" 2>&1
   echo "$LAST_SECONDS" > "$out/mnist_wall_seconds.txt"
 fi
 
 # 4. throughput tables (each row is written as soon as it is measured)
 if [[ $smoke == 1 ]]; then
-  part throughput 120 python scripts/gpu_throughput.py --smoke --out "$out/throughput_precision" > "$out/throughput.log" 2>&1
+  part throughput 120 "$PYTHON" scripts/gpu_throughput.py --smoke --out "$out/throughput_precision" > "$out/throughput.log" 2>&1
 else
-  part throughput 120 python scripts/gpu_throughput.py --batches 128 512 1024 --compile no --channels-last no \
+  part throughput 120 "$PYTHON" scripts/gpu_throughput.py --batches 128 512 1024 --compile no --channels-last no \
     --out "$out/throughput_precision" > "$out/throughput.log" 2>&1
-  part throughput_compile 240 python scripts/gpu_throughput.py --precisions bf16-mixed --batches 512 --compile no yes \
+  part throughput_compile 240 "$PYTHON" scripts/gpu_throughput.py --precisions bf16-mixed --batches 512 --compile no yes \
     --channels-last no yes --out "$out/throughput_compile" > "$out/throughput_compile.log" 2>&1
 fi
 

@@ -5,6 +5,7 @@
 # to change; EXPERIMENT=mnist_text for the text job), each in OUT_DIR/sS, times it, then prints one table row per
 # seed from its metrics.json (text jobs: a second table of the prompt metrics).
 set -euo pipefail
+export PYTHON="${PYTHON:-python3}"  # every step runs with the caller's interpreter (e.g. PYTHON=.venv/bin/python)
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(mkdir -p "${1:?usage: $0 OUT_DIR [overrides]}" && cd "$1" && pwd)"
 shift
@@ -12,10 +13,10 @@ for seed in ${SEEDS:-0 1}; do
   dir="$out/s$seed"
   mkdir -p "$dir" && cd "$dir"
   start=$(date +%s)
-  python "$repo/train.py" model=vqvae +experiment="${EXPERIMENT:-mnist_cond}" seed="$seed" "$@" hydra.run.dir="$dir/run" > "$dir/train.log" 2>&1
+  "$PYTHON" "$repo/train.py" model=vqvae +experiment="${EXPERIMENT:-mnist_cond}" seed="$seed" "$@" hydra.run.dir="$dir/run" > "$dir/train.log" 2>&1
   echo "$(( $(date +%s) - start ))" > "$dir/wall_seconds"
 done
-python - "$out" <<'PY'
+"$PYTHON" - "$out" <<'PY'
 import json, pathlib, sys
 print("| seed | wall | stage 1 / stage 2 s | cond. acc | FID | floor | recon | FID / floor | FID / recon | diversity |")
 print("|---|---|---|---|---|---|---|---|---|---|")

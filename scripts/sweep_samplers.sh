@@ -3,7 +3,8 @@
 #   scripts/sweep_samplers.sh outputs/train/runs/<run>/checkpoints/diffusion.ckpt [dataset=mnist] [sampler.guidance_scale=3]
 # Writes summary.csv and summary.png (FID vs conditional accuracy) in the sweep directory.
 set -euo pipefail
+export PYTHON="${PYTHON:-python3}"  # every step runs with the caller's interpreter (e.g. PYTHON=.venv/bin/python)
 cd "$(dirname "$0")/.."
 ckpt="${1:?usage: $0 PATH/TO/diffusion.ckpt [extra overrides]}"
 shift
-python evaluate.py -m ckpt="$ckpt" sampler=ddim,dpmpp_2m sampler.steps=10,20,50 "$@"
+"$PYTHON" evaluate.py -m ckpt="$ckpt" sampler=ddim,dpmpp_2m sampler.steps=10,20,50 "$@"

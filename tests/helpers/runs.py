@@ -48,17 +48,18 @@ def run_script(
     return result
 
 
-def run_repo_script(name: str, *args: str, timeout: int, **env: str) -> subprocess.CompletedProcess:
-    """``scripts/<name> ARGS`` from the repo root as a user runs it (bash for ``.sh``, this Python otherwise).
+def run_repo_script(path: str, *args: str, timeout: int, **env: str) -> subprocess.CompletedProcess:
+    """``PATH ARGS`` (repo-relative, e.g. ``scripts/gpu_check.sh``) from the repo root as a user runs it.
 
-    ``env`` adds variables to the test environment; the result is returned unchecked, for the test to read.
+    Bash for ``.sh``, this interpreter otherwise; shell scripts get it as ``PYTHON``, so they pass from an
+    unactivated venv too. ``env`` adds variables; the result is returned unchecked, for the test to read.
     """
-    path = REPO / "scripts" / name
-    command = ["bash", str(path)] if name.endswith(".sh") else [sys.executable, str(path)]
+    script = REPO / path
+    command = ["bash", str(script)] if path.endswith(".sh") else [sys.executable, str(script)]
     return subprocess.run(
         [*command, *args],
         cwd=REPO,
-        env={**subprocess_env(), **env},
+        env={**subprocess_env(), "PYTHON": sys.executable, **env},
         capture_output=True,
         text=True,
         timeout=timeout,

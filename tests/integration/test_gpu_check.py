@@ -20,7 +20,7 @@ def _write_small_fashion(root):
 
 def _gpu_check(*args: str, timeout: int) -> subprocess.CompletedProcess:
     """scripts/gpu_check.sh --smoke ARGS, as a user runs it."""
-    return run_repo_script("gpu_check.sh", "--smoke", *args, timeout=timeout)
+    return run_repo_script("scripts/gpu_check.sh", "--smoke", *args, timeout=timeout)
 
 
 def test_gpu_check_smoke_runs_every_part_and_writes_its_results(tmp_path):

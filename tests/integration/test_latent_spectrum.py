@@ -44,7 +44,7 @@ def test_script_tabulates_images_and_a_latent(tmp_path):
     checkpoint = tmp_path / "stage1.ckpt"
     trainer.save_checkpoint(checkpoint)
 
-    result = run_repo_script("latent_spectrum.py", f"tiny={checkpoint}", timeout=120)
+    result = run_repo_script("scripts/latent_spectrum.py", f"tiny={checkpoint}", timeout=120)
     assert result.returncode == 0, result.stderr
     rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
     assert set(rows) >= {"images (32, 32)", "images pooled to (8, 8)", "latent: tiny"}
@@ -52,5 +52,5 @@ def test_script_tabulates_images_and_a_latent(tmp_path):
     assert len(shares) == 5 and sum(shares[:4]) == pytest.approx(100.0, abs=0.3)
     assert shares[4] == pytest.approx(shares[2] + shares[3], abs=0.15)  # "high" = bands 3 and 4
 
-    refused = run_repo_script("latent_spectrum.py", f"x={tmp_path / 'missing.ckpt'}", timeout=60)
+    refused = run_repo_script("scripts/latent_spectrum.py", f"x={tmp_path / 'missing.ckpt'}", timeout=60)
     assert refused.returncode == 2 and "expected LABEL=PATH to an existing autoencoder checkpoint" in refused.stderr

@@ -131,7 +131,7 @@ def test_solver_error_script_measures_distance_to_the_every_timestep_solution(st
     """scripts/solver_error.py: more steps land closer to the reference, which is converged; bad arms refused."""
     common = ["--set", "sampler.kind=dpmpp_2m", "sampler.guidance_scale=2", "--per-class", "1"]
     result = run_repo_script(
-        "solver_error.py",
+        "scripts/solver_error.py",
         str(stage2_checkpoint),
         *common,
         *("--arm", "few", "sampler.steps=4"),
@@ -153,5 +153,7 @@ def test_solver_error_script_measures_distance_to_the_every_timestep_solution(st
         (("x", "sampler.kind=ddim", "sampler.eta=1.0"), "a stochastic solver (ddpm, dpmpp_2m_sde, ddim eta > 0)"),
         (("x", "sampler.timestep_spacing=logsnr"), "sampler: logsnr_range=None must be"),
     ):
-        refused = run_repo_script("solver_error.py", str(stage2_checkpoint), *common, "--arm", *arm, timeout=120)
+        refused = run_repo_script(
+            "scripts/solver_error.py", str(stage2_checkpoint), *common, "--arm", *arm, timeout=120
+        )
         assert refused.returncode != 0 and message in refused.stderr, (arm, refused.stderr[-500:])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Score finished main-job runs over sampler guidance settings, and tabulate them against issue 10's targets:
 #
-#   scripts/guidance_screen.sh OUT LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+#   experiments/guidance_screen.sh OUT LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 #
 # RUN_DIR is a train.py run (its checkpoints/diffusion.ckpt, resolved_config.yaml and .hydra/). Each run is
 # scored exactly as its end-of-training evaluation was (its dataset settings and split seed, its cache, so
@@ -12,13 +12,14 @@
 # (AUTO / APG_AUTO are autoguidance scales w). EVAL="key=value ..." adds overrides to every evaluation
 # (e.g. EVAL="evaluation.classifier_members=5": README, how much of each figure is the classifier).
 # Sweeps land in OUT/LABEL_cfg/ and OUT/LABEL_apg/ (summary.csv each); the table, one row per setting and
-# one column per run, is printed by scripts/grid_table.py and kept in OUT/table.md.
+# one column per run, is printed by experiments/grid_table.py and kept in OUT/table.md.
 #
 # Every argument is checked before any work, and OUT/LABEL_* sweeps that exist are never evaluated again.
 set -euo pipefail
+export PYTHON="${PYTHON:-python3}"  # every step runs with the caller's interpreter (e.g. PYTHON=.venv/bin/python)
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 if (( $# < 2 )); then
-  echo "usage: scripts/guidance_screen.sh OUT LABEL=RUN_DIR [LABEL=RUN_DIR ...]" >&2
+  echo "usage: experiments/guidance_screen.sh OUT LABEL=RUN_DIR [LABEL=RUN_DIR ...]" >&2
   exit 2
 fi
 out="$1"; shift
@@ -66,7 +67,7 @@ for label in "${labels[@]}"; do
   # the run's dataset exactly as it trained (option, split seed, size, source), its cache, its solver and grid
   # (kind, steps, spacing) and its evaluation classifiers: its own classifier(s), reference split and real floor. One value per line: dataset option,
   # cache, overrides (runs from before evaluation.classifier_members had one classifier).
-  mapfile -t setup < <(python - "$run" <<'EOF'
+  mapfile -t setup < <("$PYTHON" - "$run" <<'EOF'
 import json
 import sys
 
@@ -96,16 +97,16 @@ EOF
   done
   common=("ckpt=$run/checkpoints/diffusion.ckpt" "dataset=${setup[0]}" "${own[@]}" seed=0
     "paths.cache_dir=${setup[1]}" "${eval_extra[@]}")
-  python evaluate.py -m "${common[@]}" "sampler.guidance_scale=${SCALES:-1.75,2}" \
+  "$PYTHON" evaluate.py -m "${common[@]}" sampler.guidance_method=cfg "sampler.guidance_scale=${SCALES:-1.75,2}" \
     "sampler.autoguidance_scale=${AUTO:-2.5,3.5}" "hydra.sweep.dir=$out/${label}_cfg" > "$out/${label}_cfg.log" 2>&1 \
     || { echo "the CFG sweep of $label failed: see $out/${label}_cfg.log" >&2; exit 1; }
   columns+=("$label=$out/${label}_cfg/summary.csv")
   if [[ -n "${APG_SCALES:-}" ]]; then
-    python evaluate.py -m "${common[@]}" sampler.guidance_method=apg "sampler.apg_eta=${APG_ETA:-0}" \
+    "$PYTHON" evaluate.py -m "${common[@]}" sampler.guidance_method=apg "sampler.apg_eta=${APG_ETA:-0}" \
       "sampler.apg_momentum=${APG_MOMENTUM:--0.5}" "sampler.guidance_scale=$APG_SCALES" \
       "sampler.autoguidance_scale=${APG_AUTO:-3}" "hydra.sweep.dir=$out/${label}_apg" > "$out/${label}_apg.log" 2>&1 \
       || { echo "the APG sweep of $label failed: see $out/${label}_apg.log" >&2; exit 1; }
     columns+=("$label=$out/${label}_apg/summary.csv")
   fi
 done
-python scripts/grid_table.py "${columns[@]}" | tee "$out/table.md"
+"$PYTHON" experiments/grid_table.py "${columns[@]}" | tee "$out/table.md"

@@ -1,4 +1,4 @@
-"""scripts/gpu_guidance_grid.sh: refuses a bad deadline before any work, and says what it had no time for.
+"""experiments/gpu_guidance_grid.sh: refuses a bad deadline before any work, and says what it had no time for.
 
 Its real parts train on a GPU (README: GPU); the CPU form of the same train/evaluate commands is
 exercised by the end-to-end tests of train.py and evaluate.py.
@@ -13,7 +13,7 @@ from tests.helpers.runs import run_repo_script
 
 
 def _grid(out, **env: str) -> subprocess.CompletedProcess:
-    return run_repo_script("gpu_guidance_grid.sh", str(out), timeout=60, **env)
+    return run_repo_script("experiments/gpu_guidance_grid.sh", str(out), timeout=60, **env)
 
 
 def test_refuses_a_bad_deadline_before_any_work(tmp_path):

@@ -1,4 +1,4 @@
-"""scripts/guidance_screen.sh: finished runs scored over CFG and APG settings, as their own evaluation was."""
+"""experiments/guidance_screen.sh: finished runs scored over CFG and APG settings, as their own evaluation was."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SMOKE = (
 
 
 def _screen(out: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return run_repo_script("guidance_screen.sh", str(out), *args, timeout=600, **env)
+    return run_repo_script("experiments/guidance_screen.sh", str(out), *args, timeout=600, **env)
 
 
 def test_grid_table_keeps_apg_rows_apart_and_merges_a_repeated_label(tmp_path):
@@ -31,7 +31,9 @@ def test_grid_table_keeps_apg_rows_apart_and_merges_a_repeated_label(tmp_path):
     for name, rows in sweeps.items():
         with (tmp_path / name).open("w", newline="") as handle:
             csv.writer(handle).writerows([header, *rows])
-    result = run_repo_script("grid_table.py", f"run={tmp_path / 'cfg.csv'}", f"run={tmp_path / 'apg.csv'}", timeout=60)
+    result = run_repo_script(
+        "experiments/grid_table.py", f"run={tmp_path / 'cfg.csv'}", f"run={tmp_path / 'apg.csv'}", timeout=60
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "| s, w | run | all four met |"
@@ -42,7 +44,7 @@ def test_grid_table_keeps_apg_rows_apart_and_merges_a_repeated_label(tmp_path):
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        ((), {}, "usage: scripts/guidance_screen.sh OUT LABEL=RUN_DIR"),
+        ((), {}, "usage: experiments/guidance_screen.sh OUT LABEL=RUN_DIR"),
         (("nolabel",), {}, "'nolabel' is not allowed: LABEL=RUN_DIR"),
         (("a=/nonexistent",), {}, "/nonexistent/checkpoints/diffusion.ckpt does not exist"),
         (("a=/nonexistent",), {"SCALES": "2;rm"}, "SCALES='2;rm' is not allowed: comma-separated numbers"),
@@ -56,6 +58,7 @@ def test_guidance_screen_refuses_bad_arguments_before_any_work(tmp_path, args, e
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # real training runs: a closed study's driver keeps only its fast checks by default
 def test_guidance_screen_scores_a_run_as_its_own_evaluation_did_and_never_redoes_a_sweep(tmp_path):
     run = tmp_path / "run"
     run_script(

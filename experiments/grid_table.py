@@ -1,6 +1,6 @@
 """Print guidance grids of several models side by side, with issue 10's four targets checked.
 
-    python scripts/grid_table.py LABEL=SWEEP_DIR/summary.csv [LABEL=...] [--spread]
+    python experiments/grid_table.py LABEL=SWEEP_DIR/summary.csv [LABEL=...] [--spread]
 
 Each argument is one ``evaluate.py -m`` sweep (its ``summary.csv``), e.g. one per seed; a LABEL given
 more than once merges its sweeps into one column (e.g. a CFG and an APG sweep of one checkpoint). The

@@ -1,4 +1,4 @@
-"""scripts/stage2_budget.sh and scripts/grid_table.py: budgets x sampler settings, tabulated against the targets."""
+"""experiments/stage2_budget.sh and experiments/grid_table.py: budgets x sampler settings against the targets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import csv
 import json
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.helpers.runs import run_repo_script
 
@@ -24,7 +26,7 @@ def _write_sweep(path: Path, rows: list[list]) -> Path:
 
 
 def _table(*args: str) -> subprocess.CompletedProcess:
-    return run_repo_script("grid_table.py", *args, timeout=60)
+    return run_repo_script("experiments/grid_table.py", *args, timeout=60)
 
 
 def test_grid_table_marks_the_settings_that_meet_all_four_targets(tmp_path):
@@ -60,7 +62,7 @@ def test_grid_table_refuses_a_missing_file(tmp_path):
 
 
 def _budget(out: Path, *steps: str, **env: str) -> subprocess.CompletedProcess:
-    return run_repo_script("stage2_budget.sh", str(out), *steps, timeout=600, **env)
+    return run_repo_script("experiments/stage2_budget.sh", str(out), *steps, timeout=600, **env)
 
 
 def test_budget_script_refuses_a_bad_budget_before_any_work(tmp_path):
@@ -69,6 +71,7 @@ def test_budget_script_refuses_a_bad_budget_before_any_work(tmp_path):
     assert not list((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow  # real training runs: a closed study's driver keeps only its fast checks by default
 def test_budget_script_trains_each_budget_on_one_stage1_and_tabulates_the_grid(tmp_path):
     """Two budgets on the smoke config: stage 1 trained once, each stage 2 as long as asked, one table each."""
     out = tmp_path / "out"

@@ -1,11 +1,11 @@
-"""Print a lever screen (``scripts/lever_screen.sh``) as a table, with issue 10's four targets checked.
+"""Print a lever screen (``experiments/lever_screen.sh``) as a table, with issue 10's four targets checked.
 
-    python scripts/lever_table.py OUT [ARM...]
+    python experiments/lever_table.py OUT [ARM...]
 
 One row per arm (in the order given; default: every ``<arm>_s<seed>`` directory in OUT, sorted), one
 column per seed, each cell "accuracy / FID÷floor / FID÷reconstruction / diversity" from that run's
 end-of-training ``metrics.json``, in bold where all four targets are met (the marks of
-``scripts/grid_table.py``). The last columns are the median of each figure over the seeds and how
+``experiments/grid_table.py``). The last columns are the median of each figure over the seeds and how
 many seeds meet all four. A run without a ``metrics.json`` shows "–" and is said so.
 """
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Same-budget A/B of training levers for the main job, on several seeds:
 #
-#   scripts/lever_screen.sh OUT ARM [ARM...]          ARM = NAME or NAME=OVERRIDE[,OVERRIDE...]
-#   e.g. scripts/lever_screen.sh out/levers baseline stratified=diffusion.timestep_sampling.stratified=true \
+#   experiments/lever_screen.sh OUT ARM [ARM...]          ARM = NAME or NAME=OVERRIDE[,OVERRIDE...]
+#   e.g. experiments/lever_screen.sh out/levers baseline stratified=diffusion.timestep_sampling.stratified=true \
 #          'betas=+diffusion.optimizer.betas=[0.9,0.99]'
 #
 #   env: SEEDS="0 1"; JOBS=1 runs at once (keep 1 on a CPU; on a GPU the small runs share the card);
@@ -17,15 +17,16 @@
 # sampler setting). All arms of a seed share one cache, so the first arm trains stage 1 and the
 # evaluation classifier and the others reuse them: the arms differ in stage 2 only, unless an arm
 # overrides model.* (e.g. model.training.scale_equivariance), which trains its own stage 1. The first arm
-# runs for every seed before any other arm starts. Then `scripts/lever_table.py OUT` prints the table.
+# runs for every seed before any other arm starts. Then `experiments/lever_table.py OUT` prints the table.
 # More arms can be added to an existing OUT later (its caches are reused); an arm and seed that
 # already has a run there is refused before any work, so no finished run is overwritten.
 #
 # Every run goes on even if another failed; the exit status is 1 if any failed or was cut.
 set -uo pipefail
+export PYTHON="${PYTHON:-python3}"  # every step runs with the caller's interpreter (e.g. PYTHON=.venv/bin/python)
 cd "$(dirname "$0")/.."
 if (( $# < 2 )); then
-  echo "usage: scripts/lever_screen.sh OUT ARM [ARM...]   (ARM = NAME or NAME=OVERRIDE[,OVERRIDE...])" >&2
+  echo "usage: experiments/lever_screen.sh OUT ARM [ARM...]   (ARM = NAME or NAME=OVERRIDE[,OVERRIDE...])" >&2
   exit 2
 fi
 out="$1"; shift
@@ -53,7 +54,7 @@ for item in ${CACHES_FROM:-}; do
   fi
   [[ -z "${cache_from[$seed]:-}" ]] || { echo "CACHES_FROM: seed $seed is given twice" >&2; exit 2; }
   [[ -f "$run/resolved_config.yaml" ]] || { echo "CACHES_FROM: $run is not a finished train.py run (no resolved_config.yaml)" >&2; exit 2; }
-  mapfile -t found < <(python -c '
+  mapfile -t found < <("$PYTHON" -c '
 import sys
 from omegaconf import OmegaConf
 config = OmegaConf.load(sys.argv[1] + "/resolved_config.yaml")
@@ -100,7 +101,7 @@ deadline_start "${deadline:-100000000}" "$out"
 
 # split_overrides TEXT: one override per line, split on the commas outside [...] and {...}
 split_overrides() {
-  python -c '
+  "$PYTHON" -c '
 import sys
 depth, item = 0, ""
 for char in sys.argv[1]:
@@ -120,7 +121,7 @@ run_arm() {
   local name="${names[$1]}" seed="$2" extra=()
   local dir="$out/${name}_s$seed"
   mapfile -t extra < <(split_overrides "${overrides[$1]}")
-  part "${name}_s$seed" 100000000 python train.py model=vqvae "+experiment=$experiment" "seed=$seed" \
+  part "${name}_s$seed" 100000000 "$PYTHON" train.py model=vqvae "+experiment=$experiment" "seed=$seed" \
     logger=csv "${common[@]}" "paths.cache_dir=$out/cache_s$seed" "hydra.run.dir=$dir" "${extra[@]}" \
     > "$out/${name}_s$seed.log" 2>&1
 }
@@ -151,5 +152,5 @@ for name in "${names[@]}"; do
     fi
   done
 done
-python scripts/lever_table.py "$out" "${names[@]}" || status=1
+"$PYTHON" experiments/lever_table.py "$out" "${names[@]}" || status=1
 exit "$status"

@@ -1,4 +1,4 @@
-"""scripts/lever_screen.sh and scripts/lever_table.py: same-budget training A/Bs on several seeds, tabulated."""
+"""experiments/lever_screen.sh and experiments/lever_table.py: same-budget training A/Bs on several seeds, tabulated."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_lever_table_puts_arms_in_rows_seeds_in_columns_and_counts_the_targets(t
     _metrics(tmp_path, "lever_s0", diversity=0.95)
     (tmp_path / "lever_s1").mkdir()  # a run that never wrote its metrics
     (tmp_path / "cache_s0").mkdir()  # not a run
-    result = run_repo_script("lever_table.py", str(tmp_path), "lever", "base", timeout=60)
+    result = run_repo_script("experiments/lever_table.py", str(tmp_path), "lever", "base", timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "| arm | seed 0 | seed 1 | median | all four met |" in lines
@@ -40,14 +40,14 @@ def test_lever_table_puts_arms_in_rows_seeds_in_columns_and_counts_the_targets(t
 
 def test_lever_table_refuses_an_arm_it_has_no_runs_for(tmp_path):
     _metrics(tmp_path, "base_s0")
-    result = run_repo_script("lever_table.py", str(tmp_path), "base", "typo", timeout=60)
+    result = run_repo_script("experiments/lever_table.py", str(tmp_path), "base", "typo", timeout=60)
     assert result.returncode == 2 and "for ['typo']" in result.stderr
 
 
 @pytest.mark.parametrize(
     "args,env,message",
     [
-        ([], {}, "usage: scripts/lever_screen.sh OUT ARM"),
+        ([], {}, "usage: experiments/lever_screen.sh OUT ARM"),
         (["base", "bad/name=x=1"], {}, "arm name 'bad/name' must be letters"),
         (["base", "base=seed=3"], {}, "arm name 'base' is given twice"),
         (["base", "b"], {"JOBS": "0"}, "JOBS must be a whole number > 0, got '0'"),
@@ -57,7 +57,7 @@ def test_lever_table_refuses_an_arm_it_has_no_runs_for(tmp_path):
 )
 def test_lever_screen_refuses_bad_arguments_before_any_work(tmp_path, args, env, message):
     out = tmp_path / "out"
-    result = run_repo_script("lever_screen.sh", str(out), *args, timeout=60, **env)
+    result = run_repo_script("experiments/lever_screen.sh", str(out), *args, timeout=60, **env)
     assert result.returncode == 2 and message in result.stderr
     assert not out.exists()
 
@@ -65,12 +65,13 @@ def test_lever_screen_refuses_bad_arguments_before_any_work(tmp_path, args, env,
 def test_lever_screen_never_runs_an_arm_again_over_a_finished_run(tmp_path):
     out = tmp_path / "out"
     _metrics(out, "base_s1")
-    result = run_repo_script("lever_screen.sh", str(out), "new", "base", timeout=60, SEEDS="0 1")
+    result = run_repo_script("experiments/lever_screen.sh", str(out), "new", "base", timeout=60, SEEDS="0 1")
     assert result.returncode == 2 and "out/base_s1 already exists" in result.stderr
     assert sorted(path.name for path in out.iterdir()) == ["base_s1"]  # nothing started, nothing touched
     assert (out / "base_s1" / "metrics.json").read_text().startswith("{")
 
 
+@pytest.mark.slow  # real training runs: a closed study's driver keeps only its fast checks by default
 def test_lever_screen_trains_each_arm_on_one_stage1_per_seed_and_tabulates(tmp_path):
     """Two arms on the smoke config: the first arm trains stage 1, the second reuses it with its overrides."""
     out = tmp_path / "out"
@@ -80,7 +81,7 @@ def test_lever_screen_trains_each_arm_on_one_stage1_per_seed_and_tabulates(tmp_p
         f"paths.log_dir={tmp_path}/outputs paths.data_dir={tmp_path}/data"
     )
     result = run_repo_script(
-        "lever_screen.sh",
+        "experiments/lever_screen.sh",
         str(out),
         "base",
         "lever=diffusion.timestep_sampling.stratified=true,+diffusion.optimizer.betas=[0.9,0.99]",
@@ -104,7 +105,13 @@ def test_lever_screen_trains_each_arm_on_one_stage1_per_seed_and_tabulates(tmp_p
     again = tmp_path / "again"
     before = sorted(p.relative_to(out) for p in (out / "cache_s0").rglob("*"))
     result = run_repo_script(
-        "lever_screen.sh", str(again), "next", timeout=600, SEEDS="0", COMMON=common, CACHES_FROM=f"0={out / 'base_s0'}"
+        "experiments/lever_screen.sh",
+        str(again),
+        "next",
+        timeout=600,
+        SEEDS="0",
+        COMMON=common,
+        CACHES_FROM=f"0={out / 'base_s0'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"seed 0: cache copied from {out / 'cache_s0'}" in result.stderr
@@ -140,6 +147,6 @@ def test_lever_screen_refuses_a_bad_cache_source_before_any_work(tmp_path, spec,
     if "never replaced" in message:
         (out / "cache_s0").mkdir(parents=True)
     spec = spec.format(run0=run0, run1=run1, tmp=tmp_path)
-    result = run_repo_script("lever_screen.sh", str(out), "base", timeout=60, SEEDS="0 1", CACHES_FROM=spec)
+    result = run_repo_script("experiments/lever_screen.sh", str(out), "base", timeout=60, SEEDS="0 1", CACHES_FROM=spec)
     assert result.returncode == 2 and message.format(run0=run0) in result.stderr, result.stderr
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["cache_s0"]  # nothing started
