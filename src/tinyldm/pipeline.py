@@ -13,8 +13,10 @@ checked against the allow-list: :mod:`tinyldm.utils.checkpoints`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +26,7 @@ from tinyldm.diffusion import DiffusionSampler
 from tinyldm.lit.diffusion_module import LatentDiffusionModule
 from tinyldm.utils.checkpoints import require_stage, restore_module
 from tinyldm.utils.images import to_uint8
+from tinyldm.utils.instantiate import build
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -61,8 +64,22 @@ class LatentDiffusionPipeline:
 
     @property
     def sampler(self) -> DiffusionSampler:
-        """The sampler stored with the model (the one its training grids used)."""
+        """The sampler stored with the model: the one its run's grids and end-of-training evaluation used."""
         return self.model.sampler
+
+    def sampler_for(self, settings: Mapping[str, Any] | None = None) -> DiffusionSampler:
+        """The sampler to draw with: the stored one, unless ``settings`` say otherwise.
+
+        ``settings`` holding a ``_target_`` are a whole sampler config (``sampler=NAME``): they replace
+        the stored sampler. Without one, each key changes only that setting of the stored sampler
+        (``sampler.steps=30``), so a model draws the way its run evaluated it unless told otherwise.
+        Either way the result is validated like any sampler.
+        """
+        if not settings:
+            return self.sampler
+        if "_target_" in settings:
+            return build(dict(settings))
+        return dataclasses.replace(self.sampler, **settings)
 
     def labels(self, n_per_class: int, classes: Sequence[int] | None = None, n: int | None = None) -> torch.Tensor:
         """(N,) labels to ask for: each of ``classes`` (default: all) ``n_per_class`` times, in class order.

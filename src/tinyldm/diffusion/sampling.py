@@ -185,6 +185,12 @@ class DiffusionSampler:
         for name, value in normalised.items():
             object.__setattr__(self, name, value)  # frozen: store the validated, normalised values
 
+    def as_config(self) -> dict[str, Any]:
+        """The plain config that builds this sampler again (``_target_`` included), as results files record it."""
+        fields = dataclasses.asdict(self)
+        plain = {key: list(value) if isinstance(value, tuple) else value for key, value in fields.items()}
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", **plain}
+
     def with_guidance(self, guidance_scale: float) -> DiffusionSampler:
         """This sampler with another guidance scale, validated like the config's (a per-call scale)."""
         return dataclasses.replace(self, guidance_scale=guidance_scale)

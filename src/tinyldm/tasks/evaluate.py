@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tinyldm.config_checks import check_evaluate_config
 from tinyldm.diffusion.dpm_solver_sde import noise_interval_record
@@ -25,7 +25,7 @@ from tinyldm.pipeline import LatentDiffusionPipeline, resolve_device
 from tinyldm.samples_file import read_samples
 from tinyldm.utils.distributed import is_global_zero
 from tinyldm.utils.files import write_json
-from tinyldm.utils.hydra_job import run_dir_of
+from tinyldm.utils.hydra_job import given_keys, run_dir_of
 from tinyldm.utils.instantiate import build
 from tinyldm.utils.loggers import RunLoggers
 
@@ -51,11 +51,11 @@ def samples_for(cfg: DictConfig, datamodule: Any) -> tuple[np.ndarray, np.ndarra
             )
         log.info("No reconstruction ceiling: the samples file names no readable checkpoint (metadata ckpt=%r)", ckpt)
         return images, labels, metadata, None
-    sampler = build(cfg.sampler)
     pipeline = LatentDiffusionPipeline.from_checkpoint(cfg.ckpt, resolve_device(cfg.device))
+    sampler = pipeline.sampler_for(given_keys(cfg.sampler))  # the run's own, unless sampler=... says otherwise
     labels = pipeline.labels(int(cfg.evaluation.n_per_class))
     images = pipeline.generate(labels, sampler, int(cfg.seed), int(cfg.evaluation.batch_size))
-    settings = {"ckpt": str(cfg.ckpt), "sampler": OmegaConf.to_container(cfg.sampler, resolve=True)}
+    settings = {"ckpt": str(cfg.ckpt), "sampler": sampler.as_config()}
     return pipeline.to_uint8(images), labels.numpy(), settings, pipeline
 
 
@@ -86,7 +86,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if misread_png is not None:
             log.info("Samples read as another class than asked: %s", misread_png)
     if cfg.ckpt and pipeline.takes_prompts:
-        result.update(text_metrics(pipeline, datamodule, cfg, cfg.evaluation, build(cfg.sampler)))  # logs its table
+        sampler = pipeline.sampler_for(given_keys(cfg.sampler))
+        result.update(text_metrics(pipeline, datamodule, cfg, cfg.evaluation, sampler))  # logs its table
     metrics = {
         **prefixed(result),
         "samples": cfg.samples,

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tinyldm.config_checks import check_sample_config
-from tinyldm.diffusion import DiffusionSampler
 from tinyldm.pipeline import LatentDiffusionPipeline, resolve_device
 from tinyldm.samples_file import check_output_path, write_samples
+from tinyldm.utils.hydra_job import given_keys
 from tinyldm.utils.images import captioned_grid, grid_uint8
-from tinyldm.utils.instantiate import build
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +25,9 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict[str, Any]:
     check_sample_config(cfg)
     out, grid_path = check_output_path(cfg.out, bool(cfg.overwrite))
-    sampler: DiffusionSampler = build(cfg.sampler)
     asked = read_prompts(cfg.get("prompt"), cfg.get("prompts"))
     pipeline = LatentDiffusionPipeline.from_checkpoint(cfg.ckpt, resolve_device(cfg.device))
+    sampler = pipeline.sampler_for(given_keys(cfg.sampler))  # the run's own, unless sampler=... says otherwise
     per_row = int(cfg.grid_per_class)
     pad = pipeline.model.hparams.image_pad
     if asked:
@@ -43,7 +42,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     images = pipeline.generate(requests, sampler, int(cfg.seed), int(cfg.batch_size), bool(cfg.progress))  # (N,1,H,W)
     metadata = {
         "ckpt": str(Path(cfg.ckpt).resolve()),
-        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
+        "sampler": sampler.as_config(),
         "seed": int(cfg.seed),
         "n_per_class": int(cfg.n_per_class),
         "classes": sorted({int(c) for c in labels.tolist() if c >= 0}),

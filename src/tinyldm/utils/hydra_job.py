@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -30,3 +30,16 @@ def optimized_metric(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
         raise KeyError(f"optimized_metric={name!r} is not among the run's metrics: {sorted(metrics)}")
     value = metrics[name]
     return None if value is None else float(value)
+
+
+def given_keys(node: DictConfig | None) -> dict[str, Any]:
+    """The keys of ``node`` that hold a value, as plain data; keys left ``???`` are not given.
+
+    Why: ``sample.py`` and ``evaluate.py`` change a checkpoint's stored sampler by the keys a user names
+    and keep the rest. Their config lists every key as ``???``, so Hydra refuses a key that does not
+    exist, yet none of them has a value until the command line gives one.
+    """
+    if node is None:
+        return {}
+    given = {key: node[key] for key in node if not OmegaConf.is_missing(node, key)}
+    return OmegaConf.to_container(OmegaConf.create(given), resolve=True)
