@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from tinyldm.utils.files import atomic_write
-from tinyldm.utils.images import save_png
+from tinyldm.utils.files import atomic_writes
+from tinyldm.utils.images import png_bytes
 
 
 def check_output_path(out: str | Path, overwrite: bool) -> tuple[Path, Path]:
@@ -54,7 +54,9 @@ def write_samples(
 ) -> None:
     """Write the npz (uint8 ``images`` (N, 28, 28), ``labels`` (N,), ``metadata``) and its ``grid`` PNG together.
 
-    Both are written atomically, under a lock on ``out``.
+    Both are written atomically and as one (:func:`~tinyldm.utils.files.atomic_writes`): if either write
+    fails, e.g. on a full disk, neither is left behind, so the same command can run again. Under a lock on
+    ``out``.
 
     Two runs to one ``out=`` both checked at start-up that it was free; the lock and a second
     check at write time make the later one fail instead of silently replacing the other's result.
@@ -66,12 +68,13 @@ def write_samples(
                 f"out={str(out)!r}: {existing} appeared while this run was sampling (another run wrote "
                 "them); nothing was written. Pass overwrite=true or choose another path"
             )
-        save_png(grid, grid_path)
+        # metadata as a 0-d unicode array and prompts as (N,) '<U..': loadable without pickle
         arrays = {"images": images, "labels": labels.astype(np.int64), "metadata": np.array(json.dumps(metadata))}
         if prompts is not None:
-            arrays["prompts"] = np.array(prompts, dtype=np.str_)  # (N,) '<U..': loadable without pickle
-        with atomic_write(out) as handle:  # metadata as a 0-d unicode array: loadable without pickle
-            np.savez(handle, **arrays)
+            arrays["prompts"] = np.array(prompts, dtype=np.str_)
+        with atomic_writes([out, grid_path]) as (npz, png):
+            np.savez(npz, **arrays)
+            png.write(png_bytes(grid))
 
 
 def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -127,6 +127,30 @@ def test_concurrent_runs_to_one_output_never_replace_each_other(compose, stage2_
     assert not list(tmp_path.glob(".shared*.tmp")), "a temp file was left behind"
 
 
+def test_a_full_disk_leaves_no_half_output_and_the_same_command_runs_again(
+    compose, stage2_checkpoint, tmp_path, monkeypatch
+):
+    """Before, the grid of a failed npz write stayed behind and the rerun was refused ('already exist(s)')."""
+    import errno
+    import os
+
+    from tinyldm.utils.files import DiskFullError
+
+    out = tmp_path / "s.npz"
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("tinyldm.utils.files.os.fsync", full)
+    with pytest.raises(DiskFullError, match="the disk is full .* nothing was kept"):
+        _sample(compose, stage2_checkpoint, out, n_per_class=1)
+    assert not list(tmp_path.glob("s.*")) and not list(tmp_path.glob(".s.*.tmp"))
+    monkeypatch.setattr("tinyldm.utils.files.os.fsync", real_fsync)
+    _sample(compose, stage2_checkpoint, out, n_per_class=1)
+    assert np.load(out)["images"].shape == (10, 28, 28) and out.with_suffix(".png").is_file()
+
+
 def test_solver_error_script_measures_distance_to_the_every_timestep_solution(stage2_checkpoint):
     """scripts/solver_error.py: more steps land closer to the reference, which is converged; bad arms refused."""
     common = ["--set", "sampler.kind=dpmpp_2m", "sampler.guidance_scale=2", "--per-class", "1"]

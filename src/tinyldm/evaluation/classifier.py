@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from tinyldm.lit.optim import one_cycle_pct_start
-from tinyldm.utils.files import atomic_write
+from tinyldm.utils.files import save_torch
 from tinyldm.utils.images import to_uint8
 
 log = logging.getLogger(__name__)
@@ -340,9 +340,7 @@ def load_or_train_classifiers(
             accuracy,
         )
         state = {k: v.cpu() for k, v in model.state_dict().items()}
-        with atomic_write(path) as handle:  # concurrent runs never read half a file
-            torch.save(
-                {"format": _CACHE_FORMAT, "identity": identity, "state_dict": state, "val_accuracy": accuracy}, handle
-            )
+        record = {"format": _CACHE_FORMAT, "identity": identity, "state_dict": state, "val_accuracy": accuracy}
+        save_torch(record, path)  # atomic: concurrent runs never read half a file
         members.append((model, {**info, "val_accuracy": accuracy, "reused": False}))
     return members

@@ -32,7 +32,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.loggers import WandbLogger
 
-from tinyldm.utils.files import atomic_write
+from tinyldm.utils.files import save_torch
 from tinyldm.utils.instantiate import UnsafeTargetError, check_file_targets
 
 STAGES = ("autoencoder", "diffusion")
@@ -170,8 +170,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"storage_options={storage_options!r} is not supported by {type(self).__name__}")
-        with atomic_write(path) as handle:
-            torch.save(checkpoint, handle)
+        save_torch(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_checkpoint(path)

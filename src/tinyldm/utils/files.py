@@ -7,24 +7,91 @@ atomic within one file system), is flushed and fsync'ed, and then renamed over t
 step; a crash before the rename leaves the old file (or none) plus a stray temp file that no reader
 ever opens.
 
-``publish=False`` refuses to replace an existing file instead: the rename becomes ``os.link``, which
+``replace=False`` refuses to replace an existing file instead: the rename becomes ``os.link``, which
 fails if the target appeared meanwhile, so two writers of one new file cannot silently replace each
 other's result.
+
+Several files that form one output (a samples ``.npz`` and its grid) go through :func:`atomic_writes`:
+all are written and synced before the first is renamed, so a failed write leaves none of them.
+
+A write that fails because the disk (or the user's quota) is full raises :class:`DiskFullError`, which
+says so and that nothing was kept, instead of torch's or the OS's bare error from deep inside a save.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
 import math
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk or quota is full; its partial files were removed, nothing was kept."""
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def atomic_writes(paths: Sequence[str | Path], mode: str = "wb", replace: bool = True) -> Iterator[list[IO[Any]]]:
+    """Open a temp file beside each of ``paths``; once every one is written and synced, each becomes its path.
+
+    The files are one output: a failure while any is written publishes none. ``replace=False``: raise
+    :class:`FileExistsError` (and publish none) if one of ``paths`` exists when the writes complete.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode={mode!r} is not one of ['wb', 'w']")
+    targets = [Path(path) for path in paths]
+    temps = [target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp") for target in targets]
+    published: list[Path] = []
+    try:
+        try:
+            with contextlib.ExitStack() as stack:
+                handles = []
+                for target, temp in zip(targets, temps, strict=True):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    handles.append(
+                        stack.enter_context(open(temp, mode, **({} if mode == "wb" else {"encoding": "utf-8"})))
+                    )
+                yield handles
+                for handle in handles:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except OSError as error:
+            if error.errno in _DISK_FULL:
+                names = ", ".join(repr(str(target)) for target in targets)
+                raise DiskFullError(
+                    error.errno,
+                    f"the disk is full ({os.strerror(error.errno)}) while writing {names}: nothing was kept (the "
+                    f"partial file is removed; what was there before is unchanged). Free some space and run again",
+                ) from error
+            raise
+        for target, temp in zip(targets, temps, strict=True):
+            if replace:
+                os.replace(temp, target)
+            else:
+                os.link(temp, target)  # atomic create-if-absent: FileExistsError if someone got there first
+                published.append(target)
+        for folder in {target.parent for target in targets}:
+            _fsync_dir(folder)
+    except FileExistsError:
+        for target in published:  # created by this call a moment ago: one output is all or nothing
+            target.unlink()
+        raise
+    finally:
+        for temp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
 
 
 @contextlib.contextmanager
@@ -34,24 +101,8 @@ def atomic_write(path: str | Path, mode: str = "wb", replace: bool = True) -> It
     ``replace=False``: raise :class:`FileExistsError` (and write nothing) if ``path`` exists when
     the write completes, even if another process created it while this one was writing.
     """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"mode={mode!r} is not one of ['wb', 'w']")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # atomic create-if-absent: FileExistsError if someone got there first
-        _fsync_dir(path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with atomic_writes([path], mode, replace) as (handle,):
+        yield handle
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -64,10 +115,18 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def write_bytes(path: str | Path, data: bytes, replace: bool = True) -> Path:
+def write_bytes(path: str | Path, data: bytes | memoryview, replace: bool = True) -> Path:
     with atomic_write(path, "wb", replace=replace) as handle:
         handle.write(data)
     return Path(path)
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` atomically. Serialised in memory first: torch's own writer turns a failed file write
+    (a full disk) into an opaque internal error, a plain write raises :class:`DiskFullError`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes(path, buffer.getbuffer())
 
 
 def write_text(path: str | Path, text: str, replace: bool = True) -> Path:

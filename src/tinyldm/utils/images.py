@@ -6,6 +6,7 @@ model for a file or a dashboard goes through :func:`to_uint8` first.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
-from tinyldm.utils.files import atomic_write
+from tinyldm.utils.files import write_bytes
 
 
 def crop(images: torch.Tensor, pad: int) -> torch.Tensor:
@@ -66,8 +67,13 @@ def captioned_grid(
     return np.asarray(out)
 
 
+def png_bytes(array: np.ndarray) -> bytes:
+    """An (H, W[, 3]) uint8 array encoded as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def save_png(array: np.ndarray, path: str | Path) -> Path:
     """Write an (H, W[, 3]) uint8 array as a PNG, atomically."""
-    with atomic_write(path) as handle:
-        Image.fromarray(array).save(handle, format="PNG")
-    return Path(path)
+    return write_bytes(path, png_bytes(array))
