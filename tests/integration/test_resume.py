@@ -97,3 +97,32 @@ def test_a_step_budget_past_the_saved_schedule_is_refused_before_any_work(compos
 
     same = find_resume_checkpoint(compose(["model=ae", f"{key}.max_steps=10", f"ckpt_path={path}"]), tmp_path / "run")
     assert same is not None and same.stage == stage
+
+
+def test_resuming_another_model_configuration_is_refused_naming_what_differs(compose, tmp_path, stage1_checkpoint):
+    """torch's own error is a raw key list from inside Lightning, after the latents are encoded."""
+    from tests.helpers.modules import diffusion_module
+    from tinyldm.tasks import train
+
+    theirs = diffusion_module(compose(["model=ae", "debug=smoke", "unet.base_channels=32"]))
+    path = tmp_path / "last.ckpt"
+    torch.save(
+        {
+            "state_dict": theirs.state_dict(),
+            "hyper_parameters": dict(theirs.hparams),
+            "optimizer_states": [{}],
+            "lr_schedulers": [],
+            "loops": {},
+            "epoch": 0,
+            "global_step": 3,
+            "tinyldm": {"stage": "diffusion", "version": "test"},
+        },
+        path,
+    )
+    run = ["stage=diffusion", f"autoencoder_ckpt={stage1_checkpoint}", "model=ae", "debug=smoke", "logger=none"]
+    with pytest.raises(ValueError, match="its diffusion model is not this run's model") as refused:
+        train.run(compose([*run, f"ckpt_path={path}"]))
+    message = str(refused.value)
+    assert "weights of another shape (denoiser.unet." in message and ") in the checkpoint, (" in message
+    assert "unet.base_channels: 32 in the checkpoint, 16 here" in message
+    assert not (tmp_path / "run" / "checkpoints" / "diffusion").exists()  # refused before training

@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     resume = find_resume_checkpoint(cfg, run_dir)
     if resume is None and not is_ddp_child():
         refuse_existing_run(run_dir)
-    resume_from, resume_stage = (resume.path, resume.stage) if resume else (None, None)
+    resume_stage = resume.stage if resume else None
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule = build(cfg.dataset)
     trains_stage1 = cfg.stage == "autoencoder" or resume_stage == "autoencoder"
@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         autoencoder_ckpt, reused = stage1_file, True
         if trains_stage1:
-            result = train_autoencoder(stage1, cfg, run_dir, datamodule, loggers, ckpt_path=resume_from)
+            result = train_autoencoder(stage1, cfg, run_dir, datamodule, loggers, resume=resume)
             autoencoder_ckpt, reused = result.checkpoint, False
             metrics.update(result.metrics)
             if cfg.stage == "all":
@@ -65,14 +65,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics.update({"autoencoder_ckpt": str(autoencoder_ckpt), "autoencoder_reused": reused})
 
         if cfg.stage in ("diffusion", "all"):
-            stage2_resume = resume_from if resume_stage == "diffusion" else None
-            result = train_diffusion(
-                cfg, run_dir, datamodule, stage1, autoencoder_ckpt, loggers, ckpt_path=stage2_resume
-            )
+            stage2_resume = resume if resume_stage == "diffusion" else None
+            result = train_diffusion(cfg, run_dir, datamodule, stage1, autoencoder_ckpt, loggers, resume=stage2_resume)
             metrics.update(result.metrics)
             metrics["diffusion_ckpt"] = str(result.checkpoint)
-        if resume_from is not None:
-            metrics["resumed_from"] = str(resume_from)
+        if resume is not None:
+            metrics["resumed_from"] = str(resume.path)
     except BaseException:
         loggers.finish("failed")
         raise

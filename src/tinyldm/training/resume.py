@@ -8,9 +8,11 @@ never overwritten: re-running into it would replace ``autoencoder.ckpt`` under a
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import torch
 from omegaconf import DictConfig
 
 from tinyldm.utils.checkpoints import CorruptCheckpointError, checkpoint_stage, read_checkpoint, wandb_run_id
@@ -48,6 +50,23 @@ class ResumePoint(NamedTuple):
     path: Path
     stage: str  # the stage that wrote the checkpoint: autoencoder | diffusion
     wandb_run_id: str | None  # the W&B run to continue (None if the run had no W&B logger)
+    shapes: dict[str, tuple[int, ...]]  # each stored weight's shape: what the run's model must match
+    hparams: dict[str, Any]  # the stored configs the checkpoint's model was built from
+
+
+# the module's hyper-parameters that are whole config groups; the rest are keys of the stage's own section
+_GROUP_OF = {
+    "autoencoder": "model.net",
+    "unet": "unet",
+    "conditioner": "conditioner",
+    "scheduler": "scheduler",
+    "sampler": "sampler",
+    "seed": "seed",
+    "latent_shape": "the latent shape (model.net)",
+}
+_SECTION_OF = {"autoencoder": "model.training", "diffusion": "diffusion"}
+# weights a resume may add or drop on purpose (the autoguidance guide follows diffusion.guide_at)
+_OPTIONAL_WEIGHTS = ("guide.", "guide_taken_at")
 
 
 def resume_candidates(run_dir: Path) -> list[Path]:
@@ -97,7 +116,76 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> ResumePoint | None
         raise ValueError(f"ckpt_path={str(path)!r} is a diffusion checkpoint but stage=autoencoder")
     refuse_a_budget_past_the_schedule(checkpoint, stage, cfg, path)
     log.info("Resuming the %s stage from %s", stage, path)
-    return ResumePoint(path, stage, wandb_run_id(checkpoint))
+    shapes = {key: tuple(value.shape) for key, value in checkpoint["state_dict"].items()}
+    return ResumePoint(path, stage, wandb_run_id(checkpoint), shapes, dict(checkpoint.get("hyper_parameters") or {}))
+
+
+def refuse_a_model_that_does_not_fit(module: torch.nn.Module, resume: ResumePoint) -> None:
+    """Resuming needs the run's model to be the checkpoint's: refuse another one before training, saying how.
+
+    Lightning would stop in ``load_state_dict`` with torch's raw list of keys, after the data and latents
+    are prepared. This names the weights that do not fit (missing, unexpected, of another shape) and
+    the config keys whose values differ between the checkpoint and this run.
+    """
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    optional = [key for key in {*expected, *resume.shapes} if key.startswith(_OPTIONAL_WEIGHTS)]
+    for key in optional:
+        expected.pop(key, None)
+    stored = {key: shape for key, shape in resume.shapes.items() if key not in optional}
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    reshaped = [
+        f"{key}: {stored[key]} in the checkpoint, {expected[key]} here"
+        for key in expected
+        if key in stored and stored[key] != expected[key]
+    ]
+    if not (missing or unexpected or reshaped):
+        return
+    problems = []
+    for what, keys in (("missing from it", missing), ("unexpected in it", unexpected), ("of another shape", reshaped)):
+        if keys:
+            problems.append(f"{len(keys)} weights {what} ({'; '.join(keys[:4])}{'; ...' if len(keys) > 4 else ''})")
+    differing = config_differences(resume.hparams, dict(getattr(module, "hparams", {})), resume.stage)
+    configs = (
+        "the configs differ in " + "; ".join(differing[:8]) + ("; ..." if len(differing) > 8 else "")
+        if differing
+        else "its stored configs match this run's, so the weights were changed by hand"
+    )
+    raise ValueError(
+        f"cannot resume from {str(resume.path)!r}: its {resume.stage} model is not this run's model: "
+        f"{', '.join(problems)}; {configs}. Resume with the checkpoint's settings, or start a new run "
+        "(leave ckpt_path and resume unset)"
+    )
+
+
+def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any], stage: str) -> list[str]:
+    """``key: checkpoint value -> this run's value`` for every leaf that differs, named as the config names it."""
+    differences = []
+    flat_stored, flat_current = _flatten(stored), _flatten(current)
+    for key in sorted(set(flat_stored) | set(flat_current)):
+        before, after = flat_stored.get(key, "unset"), flat_current.get(key, "unset")
+        if before != after:
+            differences.append(f"{_config_key(key, stage)}: {before!r} in the checkpoint, {after!r} here")
+    return differences
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(config, Mapping):
+        flat: dict[str, Any] = {}
+        for key, value in config.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    if isinstance(config, tuple):
+        config = list(config)
+    return {prefix[:-1]: config}
+
+
+def _config_key(key: str, stage: str) -> str:
+    """A module hyper-parameter's dotted name as the run's config spells it (``unet.base_channels``)."""
+    head, _, rest = key.partition(".")
+    if head in _GROUP_OF:
+        return ".".join(filter(None, (_GROUP_OF[head], rest)))
+    return f"{_SECTION_OF[stage]}.{key}"
 
 
 def refuse_a_budget_past_the_schedule(checkpoint: dict, stage: str, cfg: DictConfig, path: Path) -> None:

@@ -12,7 +12,15 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.lit.autoencoder_module import STAGE, AutoencoderModule, compute_scale_factor
-from tinyldm.training.trainer import StageResult, build_trainer, log_batch_sizes, stage_length, stage_metrics
+from tinyldm.training.resume import ResumePoint, refuse_a_model_that_does_not_fit
+from tinyldm.training.trainer import (
+    StageResult,
+    build_trainer,
+    log_batch_sizes,
+    save_stage_checkpoint,
+    stage_length,
+    stage_metrics,
+)
 from tinyldm.utils.autoencoder_cache import AutoencoderCache
 from tinyldm.utils.checkpoints import CheckpointError, require_stage, restore_module
 from tinyldm.utils.distributed import is_global_zero
@@ -70,9 +78,11 @@ def train_autoencoder(
     run_dir: Path,
     datamodule: L.LightningDataModule,
     loggers: RunLoggers,
-    ckpt_path: Path | None = None,
+    resume: ResumePoint | None = None,
 ) -> StageResult:
-    """Fit ``module`` (resuming from ``ckpt_path``), measure its scale factor, save ``autoencoder.ckpt``."""
+    """Fit ``module`` (resuming from ``resume``), measure its scale factor, save ``autoencoder.ckpt``."""
+    if resume is not None:
+        refuse_a_model_that_does_not_fit(module, resume)  # before any work, naming what differs
     training = cfg.model.training
     if training.get("batch_size"):
         # small autoencoders on a few thousand images need many small steps more than big batches
@@ -83,7 +93,7 @@ def train_autoencoder(
     log_batch_sizes(trainer, "ae", int(datamodule.batch_size), sum(p.numel() for p in module.autoencoder.parameters()))
     start = time.perf_counter()
     if trains:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None)
     else:  # e.g. model=identity: nothing to learn, but still measure the reconstruction metrics
         trainer.validate(module, datamodule=datamodule, verbose=False)
     fit_seconds = time.perf_counter() - start
@@ -96,9 +106,7 @@ def train_autoencoder(
     log.info("Stage-1 latent scale factor (1 / std of %d training latents): %.4f", len(images), scale)
 
     checkpoint = run_dir / "checkpoints" / "autoencoder.ckpt"
-    trainer.save_checkpoint(
-        checkpoint
-    )  # the full training state (optimizer, loops, callbacks), so the file can be resumed
+    save_stage_checkpoint(trainer, checkpoint)
     seen = trainer.global_step * int(datamodule.batch_size) * trainer.world_size
     metrics.update(
         {

@@ -23,7 +23,15 @@ from tinyldm.evaluation.text import prompt_grid, text_metrics
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import STAGE, LatentDiffusionModule
 from tinyldm.pipeline import LatentDiffusionPipeline
-from tinyldm.training.trainer import StageResult, build_trainer, log_batch_sizes, stage_length, stage_metrics
+from tinyldm.training.resume import ResumePoint, refuse_a_model_that_does_not_fit
+from tinyldm.training.trainer import (
+    StageResult,
+    build_trainer,
+    log_batch_sizes,
+    save_stage_checkpoint,
+    stage_length,
+    stage_metrics,
+)
 from tinyldm.utils.images import save_png
 from tinyldm.utils.loggers import RunLoggers, log_image_grid
 
@@ -81,9 +89,9 @@ def train_diffusion(
     stage1: AutoencoderModule,
     autoencoder_ckpt: Path,
     loggers: RunLoggers,
-    ckpt_path: Path | None = None,
+    resume: ResumePoint | None = None,
 ) -> StageResult:
-    """Fit stage 2 on ``stage1`` (resuming from ``ckpt_path`` when given), save ``diffusion.ckpt``, then evaluate.
+    """Fit stage 2 on ``stage1`` (resuming from ``resume`` when given), save ``diffusion.ckpt``, then evaluate.
 
     The stage-1 model arrives in memory, as the run trained or read it; ``diffusion.ckpt`` still carries a copy
     of its weights and config, so it samples without the stage-1 file.
@@ -100,6 +108,8 @@ def train_diffusion(
         str(run_dir / "images"),
         trained_autoencoder=stage1.autoencoder,
     )
+    if resume is not None:
+        refuse_a_model_that_does_not_fit(module, resume)  # before the latents are encoded, naming what differs
     log.info(
         "Stage 2 on latents %s with scale factor %.4f from %s",
         latent_shape,
@@ -116,13 +126,11 @@ def train_diffusion(
     trainer = build_trainer(cfg, STAGE, run_dir, loggers, **stage_length(cfg.diffusion))
     log_batch_sizes(trainer, "ldm", int(cfg.diffusion.batch_size), sum(p.numel() for p in module.denoiser.parameters()))
     start = time.perf_counter()
-    trainer.fit(module, datamodule=latents, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer.fit(module, datamodule=latents, ckpt_path=str(resume.path) if resume else None)
     fit_seconds = time.perf_counter() - start
 
     checkpoint = run_dir / "checkpoints" / "diffusion.ckpt"
-    trainer.save_checkpoint(
-        checkpoint
-    )  # the full training state (optimizer, loops, callbacks), so the file can be resumed
+    save_stage_checkpoint(trainer, checkpoint)
     metrics = stage_metrics(trainer, "ldm/val/")
     seen = trainer.global_step * int(cfg.diffusion.batch_size) * trainer.world_size
     metrics.update(

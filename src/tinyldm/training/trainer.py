@@ -51,6 +51,22 @@ def build_callbacks(callbacks_cfg: DictConfig | None, checkpoint_dir: Path, has_
     return callbacks
 
 
+#: ``save_checkpoint``'s ``weights_only`` for stage files: they keep the training state a resume needs
+WRITE_TRAINING_STATE = False
+
+
+def save_stage_checkpoint(trainer: L.Trainer, path: Path) -> Path:
+    """Write the stage's checkpoint with the full training state (optimizer, loops, callbacks), so it resumes.
+
+    Lightning's ``save_checkpoint`` asks ``weights_only`` of the *file it writes* (weights alone, or the
+    training state too), not of a load; left unset it logs that it defaults to the full state, which
+    reads like an unsafe load. So the choice is made here, by name. Every read stays weights-only
+    (:func:`tinyldm.utils.checkpoints.read_checkpoint`).
+    """
+    trainer.save_checkpoint(path, weights_only=WRITE_TRAINING_STATE)
+    return path
+
+
 def log_batch_sizes(trainer: L.Trainer, prefix: str, per_device: int, num_parameters: int) -> None:
     """Record per-device and effective (x world size) batch size and the trained parameter count."""
     values = {
