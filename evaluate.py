@@ -1,4 +1,4 @@
-"""Evaluate samples or a checkpoint: `python evaluate.py samples=samples.npz dataset=mnist_5k` (see README.md)."""
+"""Evaluate samples or a checkpoint: `python evaluate.py samples=samples.npz dataset=mnist_5k` (docs/sampling.md)."""
 
 import hydra
 from omegaconf import DictConfig

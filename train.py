@@ -1,4 +1,4 @@
-"""Train tinyldm: `python train.py model=vqvae +experiment=mnist_cond` (see README.md)."""
+"""Train tinyldm: `python train.py model=vqvae +experiment=mnist_cond` (docs: getting started)."""
 
 import hydra
 from omegaconf import DictConfig

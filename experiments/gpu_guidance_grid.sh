@@ -3,7 +3,7 @@
 #   1. the MNIST main job (the CPU recipe unchanged, `trainer=gpu trainer.precision=32-true`) for
 #      each seed                                  -> mnist_s<seed>/, train_s<seed>_wall_seconds.txt
 #   2. `evaluate.py -m` on each checkpoint over guidance s x autoguidance w (1,000 samples per point,
-#      the seed-0 split as reference, as the README's lever sweeps)       -> grid_s<seed>/summary.csv
+#      the seed-0 split as reference, as the CPU lever sweeps)       -> grid_s<seed>/summary.csv
 #   3. with time left: the same job with other guide snapshots (diffusion.guide_at), scored by
 #      the end-of-training evaluation at the default setting          -> guide<at>_s<seed>/metrics.json
 #
@@ -14,7 +14,7 @@
 #
 # Every part runs even if an earlier one failed; the exit status is 1 if any failed or was skipped.
 # The quality of a 520-step model does not depend on the card, only its time does, so this picks
-# what the CPU should confirm; the figures that README's targets are judged on are CPU runs.
+# what the CPU should confirm; the quality targets are judged on CPU runs.
 set -uo pipefail
 export PYTHON="${PYTHON:-python3}"  # every step runs with the caller's interpreter (e.g. PYTHON=.venv/bin/python)
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-"""Print guidance grids of several models side by side, with issue 10's four targets checked.
+"""Print guidance grids of several models side by side, with the four quality targets checked.
 
     python experiments/grid_table.py LABEL=SWEEP_DIR/summary.csv [LABEL=...] [--spread]
 
@@ -13,7 +13,7 @@ The last column counts the sweeps that meet all four at that setting.
 Sweeps evaluated with several classifiers (``evaluation.classifier_members=k``) show the mean figures,
 then "m/k" for how many of the k classifiers, each on its own, read that run as meeting all four; the
 last column then also gives the sum over runs of those member readings. This is how much of a
-pass or a miss is the instrument (README: how much of each figure is the classifier). ``--spread``
+pass or a miss is the instrument (docs/experiments/classifier-share.md). ``--spread``
 prints, instead, one row per setting and label with each figure's range over the classifiers.
 """
 
@@ -27,7 +27,7 @@ TARGETS = {"accuracy": 0.995, "fid_floor": 2.5, "fid_recon": 1.5, "diversity": 0
 
 
 def meets(row: dict[str, str]) -> bool:
-    """All four of issue 10's targets at once, on the figures as printed (the rounding the table shows)."""
+    """All four quality targets at once, on the figures as printed (the rounding the table shows)."""
     return (
         round(float(row["eval/cond_acc"]), 3) >= TARGETS["accuracy"]
         and round(float(row["eval/fid_ratio"]), 2) <= TARGETS["fid_floor"]

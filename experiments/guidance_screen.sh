@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Score finished main-job runs over sampler guidance settings, and tabulate them against issue 10's targets:
+# Score finished main-job runs over sampler guidance settings, and tabulate them against the quality targets:
 #
 #   experiments/guidance_screen.sh OUT LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 #
@@ -10,7 +10,7 @@
 #   classifier-free guidance:          SCALES (default 1.75,2) x AUTO (default 2.5,3.5)
 #   and, when APG_SCALES is set, APG:  APG_SCALES x APG_AUTO (default 3) at APG_ETA (0), APG_MOMENTUM (-0.5)
 # (AUTO / APG_AUTO are autoguidance scales w). EVAL="key=value ..." adds overrides to every evaluation
-# (e.g. EVAL="evaluation.classifier_members=5": README, how much of each figure is the classifier).
+# (e.g. EVAL="evaluation.classifier_members=5": docs/experiments/classifier-share.md).
 # Sweeps land in OUT/LABEL_cfg/ and OUT/LABEL_apg/ (summary.csv each); the table, one row per setting and
 # one column per run, is printed by experiments/grid_table.py and kept in OUT/table.md.
 #

@@ -1,4 +1,4 @@
-"""Print a lever screen (``experiments/lever_screen.sh``) as a table, with issue 10's four targets checked.
+"""Print a lever screen (``experiments/lever_screen.sh``) as a table, with the four quality targets checked.
 
     python experiments/lever_table.py OUT [ARM...]
 

@@ -1,6 +1,6 @@
-# Sourced (not run) by the device-session scripts, scripts/gpu_check.sh and experiments/gpu_guidance_grid.sh.
-# A device call has a hard time limit, so each part of a session runs under `timeout`, cut to what is
-# left of a whole-script deadline: the last parts shrink first, and the session ends in time with every
+# Sourced (not run) by scripts that must end within a job's time limit (a batch-queue slot, a rented GPU):
+# scripts/gpu_check.sh and experiments/gpu_guidance_grid.sh. Each part runs under `timeout`, cut to what is
+# left of a whole-script deadline: the last parts shrink first, and the script ends in time with every
 # finished part's files written.
 #
 #   deadline_valid NAME VALUE || exit 2   refuses a VALUE that is not a whole number of seconds > 0

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU session (README: GPU), results as files. Parts in order of what they tell:
+# Checks a GPU machine in one command (docs/scale-out.md), results as files. Parts in order of what they tell:
 #   1. pytest -m gpu                       -> pytest_gpu.txt
 #   2. the full Fashion-MNIST main job on the card (trainer=gpu, +experiment=fashion_cond_gpu)
 #                                          -> fashion/ (the run: metrics.json, samples.png, ...), fashion_wall_seconds.txt
@@ -13,7 +13,7 @@
 # OUT: where results go (default: $OUT if set, as on the device machine, else outputs/gpu_check).
 # --data: the Fashion-MNIST IDX files (default data/fashion-mnist: copy Debian's
 # /usr/share/datasets/fashion-mnist there and carry it to the GPU machine; it cannot download).
-# --deadline: seconds the whole script may take (default 540, for a 10-minute device call). Each part
+# --deadline: seconds the whole script may take (default 540, for a job slot with a 10-minute limit). Each part
 # runs under `timeout` with its own cap, cut to what is left, so the last parts shrink first and the
 # script ends in time with every finished part's files written.
 # --smoke: the same parts sized for a CPU in about a minute (the test suite runs it).

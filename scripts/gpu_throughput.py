@@ -1,4 +1,4 @@
-"""Throughput by precision, batch size, torch.compile and channels_last (README: GPU).
+"""Throughput by precision, batch size, torch.compile and channels_last (docs/experiments/gpu.md).
 
     python scripts/gpu_throughput.py [--batches 128 512 1024] [--precisions 32-true bf16-mixed 16-mixed]
                                      [--peak-tflops 989] [--out DIR] [--smoke]
@@ -227,7 +227,7 @@ def main() -> None:
             )
         )
         print(rows[-1], flush=True)
-        # written after every row: a session cut short by its deadline keeps the rows it measured
+        # written after every row: a run cut short by its deadline keeps the rows it measured
         markdown = table(rows, name, peak_tflops(device, args.peak_tflops), args.sample_steps)
         write_json(args.out / "throughput.json", {"device": name, "rows": rows})
         write_text(args.out / "throughput.md", markdown)

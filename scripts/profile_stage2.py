@@ -1,4 +1,4 @@
-"""Where one stage-2 training step spends its time: a torch.profiler table (README: throughput).
+"""Where one stage-2 training step spends its time: a torch.profiler table (docs/experiments/stage2-throughput.md).
 
     python scripts/profile_stage2.py [--batch 128] [--steps 5] [--channels-last] [--fused] [--compile] [--rows 12]
     python scripts/profile_stage2.py --experiment mnist_text ...   # the text conditioner's step (prompts per step)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Guidance-scale x DDIM-steps sweep on a frozen stage-2 checkpoint:
+# Guidance-scale x steps sweep of a frozen stage-2 checkpoint's own sampler (its solver and guidance method):
 #   scripts/sweep_guidance.sh outputs/train/runs/<run>/checkpoints/diffusion.ckpt [dataset=mnist]
 # Writes summary.csv and summary.png (FID vs conditional accuracy) in the sweep directory.
 set -euo pipefail

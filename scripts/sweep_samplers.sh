@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sampler x steps sweep on a frozen stage-2 checkpoint: DDIM vs DPM-Solver++(2M) at 10, 20, 50 steps.
+# Sampler x steps sweep on a frozen stage-2 checkpoint: DDIM vs DPM-Solver++(2M) at 10, 20, 50 steps, each with
+# its conf/sampler defaults (CFG; add sampler.guidance_scale=S to compare both at one scale).
 #   scripts/sweep_samplers.sh outputs/train/runs/<run>/checkpoints/diffusion.ckpt [dataset=mnist] [sampler.guidance_scale=3]
 # Writes summary.csv and summary.png (FID vs conditional accuracy) in the sweep directory.
 set -euo pipefail

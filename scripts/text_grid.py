@@ -1,6 +1,7 @@
-"""The README's text-prompt figure: rows = classes, columns = attribute words, same noise along each row.
+"""The docs' text-prompt figure: rows = classes, columns = attribute words, same noise along each row.
 
-    python scripts/text_grid.py CKPT docs/text_prompts.png [--attributes thickness slant] [--per-cell 3] [--seed 0]
+    python scripts/text_grid.py CKPT docs/images/text_prompts.png [--attributes thickness slant]
+        [--per-cell 3] [--seed 0]
 
 Each column asks every class with one word ("a thick 7"); column k of every cell group shares its initial
 noise with the same slot in the other columns, so moving along a row changes only the words.

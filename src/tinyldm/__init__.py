@@ -4,10 +4,12 @@ Stage 1 (``tinyldm.autoencoders``) compresses images to a small latent grid; sta
 (``tinyldm.unet``, ``tinyldm.conditioners``, ``tinyldm.diffusion``) learns a class-conditional
 DDPM on those latents. ``tinyldm.training`` fits the two stages, ``tinyldm.pipeline`` turns a
 trained model into images, and ``tinyldm.tasks`` holds the thin Hydra-driven entry points
-(README: code map).
+(docs/design.md: code map).
 """
 
-__version__ = "0.2.0"
+from importlib.metadata import version
+
+__version__ = version("tinyldm")  # one source: pyproject.toml
 
 from tinyldm.utils.resolvers import register_resolvers
 

@@ -1,6 +1,6 @@
 """experiments/gpu_guidance_grid.sh: refuses a bad deadline before any work, and says what it had no time for.
 
-Its real parts train on a GPU (README: GPU); the CPU form of the same train/evaluate commands is
+Its real parts train on a GPU (docs/experiments/gpu-screens.md); the CPU form of the same train/evaluate commands is
 exercised by the end-to-end tests of train.py and evaluate.py.
 """
 

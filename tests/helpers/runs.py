@@ -6,6 +6,7 @@ multi-threaded torch processes slow each other down far more than 2x.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -64,6 +65,14 @@ def run_repo_script(path: str, *args: str, timeout: int, **env: str) -> subproce
         text=True,
         timeout=timeout,
     )
+
+
+def load_script(path: str):
+    """A repo script (``scripts/NAME.py``) imported as a module, to test its functions without a subprocess."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh --smoke: the GPU session's script runs end to end on a CPU and writes its results."""
+"""scripts/gpu_check.sh --smoke: the GPU check runs end to end on a CPU and writes its results."""
 
 from __future__ import annotations
 

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers.runs import REPO, run_repo_script
+from tests.helpers.runs import load_script, run_repo_script
 from tests.unit.test_autoencoders import OPTIMIZER, ae_config, fit
 from tinyldm.data import DigitsDataModule
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("latent_spectrum", REPO / "scripts" / "latent_spectrum.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/latent_spectrum.py")
 
 
 def test_band_shares_put_fine_and_coarse_patterns_at_the_two_ends():

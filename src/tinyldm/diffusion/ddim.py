@@ -34,7 +34,8 @@ class DDIMScheduler(Solver):
     Args:
         schedule: the training noise schedule.
         eta: stochasticity of every :meth:`step` (>= 0).
-        clip_sample, clip_sample_range: see :class:`~tinyldm.diffusion.solver.Solver`.
+        clip_sample: clamp each predicted ``x0``; see :class:`~tinyldm.diffusion.solver.Solver`.
+        clip_sample_range: the bound of that clamp.
     """
 
     def __init__(

@@ -22,7 +22,7 @@ https://arxiv.org/abs/2305.08891), not DDIM's "leading" grid. On the leading gri
 overshoots there: with the exact denoiser of Gaussian data, 2M on the leading grid was no better than
 DDIM, on the trailing grid it was 3-30x closer to the exact ODE solution at 10-20 steps
 (``tests/unit/test_dpm_solver.py`` keeps one such case). ``timestep_spacing="logsnr"`` spaces the
-steps evenly in ``lambda`` instead, over a clipped range (README: a sampler lever).
+steps evenly in ``lambda`` instead, over a clipped range (docs/experiments/sampler-lever.md).
 
 It agrees with diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
 solver_order=2, final_sigmas_type="zero", timestep_spacing="trailing")`` to float32 round-off.

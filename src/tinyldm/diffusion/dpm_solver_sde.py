@@ -14,12 +14,12 @@ with the same data term ``D`` as the ODE solver (first order at the first step) 
 drawn from the sampling generator, so a seed still fixes the samples. It is diffusers'
 ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_type="midpoint")``, and what
 image UIs call "DPM++ 2M SDE". Same grid options and the same network calls per step as the ODE
-solver; README: a sampler lever.
+solver; docs/experiments/sampler-lever.md.
 
 ``noise_interval=[t_low, t_high]`` adds the noise only on the steps that start at a timestep in that band and
 takes the ODE update on the others: Karras et al.'s ``S_tmin`` / ``S_tmax`` window. Both updates move the
 sample between the same marginals, so any mix of them samples the same distribution; where the noise goes
-changes which errors it can correct (README: where the noise goes).
+changes which errors it can correct (docs/experiments/sampler-lever.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Diffusion Models", https://arxiv.org/abs/2301.11706) simulate that error during 
 noisy input uses ``noise + gamma * xi`` (``xi`` a fresh Gaussian draw) while the regression target
 keeps using ``noise``, so the network learns to pull a slightly-off input back. It costs one more
 Gaussian draw per step; the paper uses ``gamma = 0.1`` and reports a lower FID at the same training
-and sampling budget. Measured on the main job: README, "What lost".
+and sampling budget. Measured on the main job: docs/experiments/training-levers.md.
 """
 
 from __future__ import annotations

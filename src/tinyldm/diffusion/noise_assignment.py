@@ -17,8 +17,8 @@ that class, so the label keeps its part.
 
 Its cost is one ``(B, B)`` distance matrix and a ``B x B`` assignment per step, a few milliseconds
 at B = 256 on a CPU. Only training re-pairs; validation draws stay independent so that
-``ldm/val/loss`` is comparable between runs with and without it. Measured on the main job: README,
-"What lost".
+``ldm/val/loss`` is comparable between runs with and without it. Measured on the main job:
+docs/experiments/training-levers.md.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ class DiffusionSampler:
         timestep_spacing: the timestep grid (:mod:`~tinyldm.diffusion.timestep_grid`): ``None`` is the kind's own
             (DDPM and DDIM ``"leading"``, DPM-Solver++ ``"trailing"``); DPM-Solver++ also takes ``"logsnr"``,
             steps evenly spaced in half log-SNR over ``logsnr_range``, which at 20 steps lands about 2x closer to
-            the many-step solution of the guided ODE (README: a sampler lever).
+            the many-step solution of the guided ODE (docs/experiments/sampler-lever.md).
         logsnr_range: ``[lambda_noisy, lambda_clean]`` for ``"logsnr"`` (e.g. ``[-3.5, 3.0]``); ``None`` otherwise.
         noise_interval: ``"dpmpp_2m_sde"`` only: ``[t_low, t_high]`` timesteps (inclusive) of the steps that add the
             SDE's noise, the others deterministic (:mod:`~tinyldm.diffusion.dpm_solver_sde`); ``None``: every step.
@@ -280,15 +280,16 @@ class DiffusionSampler:
                 (for a denoising-trajectory strip). Each is snapped to the nearest
                 timestep on the inference grid; the returned dict is keyed by those grid
                 timesteps in sampling order (descending).
-            cond_mask, uncond_mask: ``(B, L)`` / ``(1, L)`` bool key-padding masks of the contexts
-                (False = padding), for conditioners whose token sequences vary in length (text
-                prompts); ``None`` means every token is real. With a mask the denoiser is called as
-                ``denoiser(x_t, t, context, context_mask)``.
+            cond_mask: ``(B, L)`` bool key-padding mask of ``cond_context`` (False = padding), for
+                conditioners whose token sequences vary in length (text prompts); ``None`` means every
+                token is real. With a mask the denoiser is called as ``denoiser(x_t, t, context, context_mask)``.
+            uncond_mask: ``(1, L)``, the same for ``uncond_context``.
             guide: the weaker denoiser autoguidance extrapolates away from, called like ``denoiser`` on
                 the conditional batch; required when :attr:`uses_guide`, unused otherwise.
-            guide_context, guide_mask: ``(B, L', D')`` / ``(B, L')``: the same conditions as the guide's
-                own conditioner encodes them (a guide with its own conditioner weights reads its own
-                tokens); ``None``: the guide reads ``cond_context`` and ``cond_mask``.
+            guide_context: ``(B, L', D')``, the same conditions as the guide's own conditioner encodes
+                them (a guide with its own conditioner weights reads its own tokens); ``None``: the
+                guide reads ``cond_context``.
+            guide_mask: ``(B, L')``, its key-padding mask; ``None``: the guide reads ``cond_mask``.
 
         Returns:
             The final ``x0`` ``(B, C, H, W)`` in float32, or ``(x0, {t: x0_hat_t})`` if

@@ -15,7 +15,7 @@ sets most of its discretization error. Two grids:
   ``lambda_min_clipped`` does for the cosine schedule): below about ``lambda = -4`` the signal is
   under 0.03 % of ``x_t``'s variance, one first-order step from ``T - 1`` crosses that stretch with
   little error, and the other steps go where the estimate changes. Which clip works best was
-  measured with ``scripts/solver_error.py`` (README: a sampler lever).
+  measured with ``scripts/solver_error.py`` (docs/experiments/sampler-lever.md).
 """
 
 from __future__ import annotations

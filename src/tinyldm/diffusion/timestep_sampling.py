@@ -13,7 +13,7 @@ the same distribution (the "low-discrepancy sampler" of Kingma et al. 2021, "Var
 Models", https://arxiv.org/abs/2107.00630, appendix I.2): every batch then covers the whole noise
 range evenly instead of by chance, which lowers the variance of the batch loss without changing
 its expectation. A short run (hundreds of steps) is where that variance should matter most; on the
-main job it did not help (README, "What lost"), so it is off by default.
+main job it did not help (docs/experiments/training-levers.md), so it is off by default.
 """
 
 from __future__ import annotations

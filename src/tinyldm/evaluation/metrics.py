@@ -19,7 +19,7 @@ What a number means here:
 
 Every figure above depends on the classifier that reads it: classifiers trained by the same recipe
 with different seeds, equally accurate on real digits, read the same samples further apart than the
-differences between most sampler settings (README: "How much of each figure is the classifier").
+differences between most sampler settings (docs/experiments/classifier-share.md).
 Passing several classifiers (the evaluation's ``classifier_members``, seeds 0..k-1) reports each
 figure as the mean over them -- the same expected value as one classifier, with less of that noise
 -- and each member's own figures beside it (``member<i>_<key>``), so a difference can be weighed

@@ -120,9 +120,9 @@ def format_table(result: dict[str, Any], title: str = "evaluation") -> str:
         counted = sum(m["votes"] >= majority(k) for m in misread)
         by = "" if k == 1 else f" by a majority of the {k} classifiers ({len(misread)} by at least one)"
         lines.append(f"{'misread':<22}{counted} samples{by}")
-    if result.get("classifier_members") == 1:  # say so where the figures are read, not only in the README
+    if result.get("classifier_members") == 1:  # say so where the figures are read, not only in the docs
         lines.append(
             "(read by one classifier; another of the same recipe reads the same samples differently: "
-            "evaluation.classifier_members=5 averages five, README 'How much of each figure is the classifier')"
+            "evaluation.classifier_members=5 averages five, docs/experiments/classifier-share.md)"
         )
     return "\n".join(lines)

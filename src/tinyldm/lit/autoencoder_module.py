@@ -52,7 +52,7 @@ class AutoencoderModule(L.LightningModule):
         self.save_hyperparameters(ignore=["image_dir"])
         self.autoencoder: Autoencoder = build(dict(autoencoder))
         # NHWC weights and activations while training: oneDNN's small convolutions run faster in that
-        # layout (README: stage-1 throughput). Only the layout changes, not the function computed.
+        # layout (docs/experiments/stage1.md). Only the layout changes, not the function computed.
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.autoencoder.to(memory_format=self.memory_format)
         self.reconstruction_loss = _RECONSTRUCTION_LOSSES[reconstruction_loss]

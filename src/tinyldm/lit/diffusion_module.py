@@ -213,7 +213,7 @@ class LatentDiffusionModule(L.LightningModule):
         if self.hparams.get("compile_unet"):
             # in place (nn.Module.compile): state-dict keys and checkpoints stay those of the eager UNet;
             # the EMA copy that samples stays eager. Off by default: on 2 CPU cores compiling took longer
-            # than it saves over the main job's budget (README: throughput).
+            # than it saves over the main job's budget (docs/experiments/stage2-throughput.md).
             self.denoiser.unet.compile()
 
     def on_train_start(self) -> None:
