@@ -30,10 +30,26 @@ TRAIN = [
     "seed=0",
     "reuse_autoencoder=false",
 ]
+#: sample.py overrides per fingerprinted setting: the stored sampler, each solver, and the options of each
 SAMPLERS = {
+    "stored": [],
+    "stored_changed": ["sampler.steps=7", "sampler.guidance_scale=2.5"],
     "ddpm": ["sampler=ddpm", "sampler.steps=10"],
     "ddim": ["sampler=ddim", "sampler.steps=10", "sampler.eta=0.5"],
     "dpmpp_2m": ["sampler=dpmpp_2m", "sampler.steps=10"],
+    "dpmpp_2m_logsnr": [
+        "sampler=dpmpp_2m",
+        "sampler.steps=10",
+        "sampler.timestep_spacing=logsnr",
+        "sampler.logsnr_range=[-3,3]",
+    ],
+    "dpmpp_2m_sde": ["sampler=dpmpp_2m_sde", "sampler.steps=10", "sampler.noise_interval=[300,999]"],
+    "cfg_interval": [
+        "sampler=dpmpp_2m",
+        "sampler.steps=10",
+        "sampler.guidance_interval=[200,800]",
+        "sampler.autoguidance_scale=2",
+    ],
 }
 
 
