@@ -55,7 +55,7 @@ for seed in $seeds; do
     continue
   fi
   timed "grid_s$seed" "$PYTHON" evaluate.py -m "ckpt=$ckpt" dataset=mnist dataset.source=bundled seed=0 sampler=dpmpp_2m \
-    "sampler.guidance_scale=$scales" "sampler.autoguidance_scale=$auto" "paths.cache_dir=$out/cache" \
+    guidance=cfg "guidance.scale=$scales" "guidance.autoguidance=$auto" "paths.cache_dir=$out/cache" \
     "hydra.sweep.dir=$out/grid_s$seed"
 done
 for at in $guide_at; do

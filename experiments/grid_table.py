@@ -69,6 +69,10 @@ def setting_label(key: tuple[str, float, float]) -> str:
     return f"{s:g}, {w:g}{', ' + name if name else ''}"
 
 
+#: how a sweep point was sampled: under ``eval/`` in sweeps since 0.3.0, bare in earlier ones
+SAMPLING_KEYS = ("guidance_method", "guidance_scale", "autoguidance_scale", "apg_eta", "apg_momentum", "sampler_kind")
+
+
 def read_sweep(path: Path) -> dict[tuple[str, float, float], dict[str, str]]:
     """``(method, s, w) -> row`` of the sweep's finished points (failed points are left out, and said so)."""
     points = {}
@@ -77,6 +81,7 @@ def read_sweep(path: Path) -> dict[tuple[str, float, float], dict[str, str]]:
             if row.get("status") != "ok":
                 print(f"<!-- {path}: job {row.get('job')} did not finish ({row.get('status')}) -->")
                 continue
+            row = {**row, **{key: row[f"eval/{key}"] for key in SAMPLING_KEYS if f"eval/{key}" in row}}
             points[(method(row), float(row["guidance_scale"]), float(row["autoguidance_scale"] or 1))] = row
     return points
 

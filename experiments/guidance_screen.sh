@@ -64,9 +64,10 @@ cd "$repo"
 columns=()
 for label in "${labels[@]}"; do
   run="${runs[$label]}"
-  # the run's dataset exactly as it trained (option, split seed, size, source), its cache, its solver and grid
-  # (kind, steps, spacing) and its evaluation classifiers: its own classifier(s), reference split and real floor. One value per line: dataset option,
-  # cache, overrides (runs from before evaluation.classifier_members had one classifier).
+  # the run's dataset exactly as it trained (option, split seed, size, source), its cache and its evaluation
+  # classifiers: its own classifier(s), reference split and real floor (its solver and grid are the checkpoint's
+  # own, which evaluate.py draws with). One value per line: dataset option, cache, overrides (runs from before
+  # evaluation.classifier_members had one classifier).
   mapfile -t setup < <("$PYTHON" - "$run" <<'EOF'
 import json
 import sys
@@ -81,10 +82,6 @@ dataset = OmegaConf.to_container(config.dataset, resolve=True)
 for key in ("root", "source", "val_fraction", "seed", "image_size", "max_train_samples"):  # what the data are
     if key in dataset:
         print(f"dataset.{key}={'null' if dataset[key] is None else json.dumps(dataset[key])}")
-sampler = OmegaConf.to_container(config.sampler, resolve=True)  # the solver and grid it sampled with
-for key in ("kind", "steps", "timestep_spacing", "logsnr_range", "noise_interval"):
-    if key in sampler:
-        print(f"sampler.{key}={'null' if sampler[key] is None else json.dumps(sampler[key]).replace(' ', '')}")
 evaluation = OmegaConf.to_container(config.evaluation, resolve=True)
 print(f"evaluation.classifier_members={evaluation.get('classifier_members', 1)}")
 print(f"evaluation.classifier_epochs={json.dumps(evaluation.get('classifier_epochs'))}")
@@ -97,14 +94,14 @@ EOF
   done
   common=("ckpt=$run/checkpoints/diffusion.ckpt" "dataset=${setup[0]}" "${own[@]}" seed=0
     "paths.cache_dir=${setup[1]}" "${eval_extra[@]}")
-  "$PYTHON" evaluate.py -m "${common[@]}" sampler.guidance_method=cfg "sampler.guidance_scale=${SCALES:-1.75,2}" \
-    "sampler.autoguidance_scale=${AUTO:-2.5,3.5}" "hydra.sweep.dir=$out/${label}_cfg" > "$out/${label}_cfg.log" 2>&1 \
+  "$PYTHON" evaluate.py -m "${common[@]}" guidance=cfg "guidance.scale=${SCALES:-1.75,2}" \
+    "guidance.autoguidance=${AUTO:-2.5,3.5}" "hydra.sweep.dir=$out/${label}_cfg" > "$out/${label}_cfg.log" 2>&1 \
     || { echo "the CFG sweep of $label failed: see $out/${label}_cfg.log" >&2; exit 1; }
   columns+=("$label=$out/${label}_cfg/summary.csv")
   if [[ -n "${APG_SCALES:-}" ]]; then
-    "$PYTHON" evaluate.py -m "${common[@]}" sampler.guidance_method=apg "sampler.apg_eta=${APG_ETA:-0}" \
-      "sampler.apg_momentum=${APG_MOMENTUM:--0.5}" "sampler.guidance_scale=$APG_SCALES" \
-      "sampler.autoguidance_scale=${APG_AUTO:-3}" "hydra.sweep.dir=$out/${label}_apg" > "$out/${label}_apg.log" 2>&1 \
+    "$PYTHON" evaluate.py -m "${common[@]}" guidance=apg "guidance.eta=${APG_ETA:-0}" \
+      "guidance.momentum=${APG_MOMENTUM:--0.5}" "guidance.scale=$APG_SCALES" \
+      "guidance.autoguidance=${APG_AUTO:-3}" "hydra.sweep.dir=$out/${label}_apg" > "$out/${label}_apg.log" 2>&1 \
       || { echo "the APG sweep of $label failed: see $out/${label}_apg.log" >&2; exit 1; }
     columns+=("$label=$out/${label}_apg/summary.csv")
   fi

@@ -31,7 +31,7 @@ SEEDS="$seeds" COMMON="${TRAIN:-}" bash experiments/lever_screen.sh "$out" "${ar
 for steps in "$@"; do
   for seed in $seeds; do
     "$PYTHON" evaluate.py -m "ckpt=$out/${steps}_s$seed/checkpoints/diffusion.ckpt" dataset=mnist "seed=$seed" \
-      sampler=dpmpp_2m "sampler.guidance_scale=${SCALES:-1.75,1.85,2}" "sampler.autoguidance_scale=${AUTO:-2,2.5,3}" \
+      sampler=dpmpp_2m guidance=cfg "guidance.scale=${SCALES:-1.75,1.85,2}" "guidance.autoguidance=${AUTO:-2,2.5,3}" \
       "paths.cache_dir=$out/cache_s$seed" "${eval_extra[@]}" "hydra.sweep.dir=$out/grid_${steps}_s$seed" \
       > "$out/grid_${steps}_s$seed.log" 2>&1
   done

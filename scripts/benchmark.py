@@ -73,7 +73,7 @@ def train_images_per_second(module: LatentDiffusionModule, batch: int, repeats: 
     module.denoiser.train()
 
     def step() -> None:
-        loss = module.diffusion_loss(module.denoiser, latents, labels)
+        loss = module.loss(module.denoiser, module.noise_schedule, latents, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -85,13 +85,14 @@ def sample_images_per_second(
     module: LatentDiffusionModule, kind: str, steps: int, batch: int, measure_steps: int | None = None
 ) -> tuple[float, bool]:
     """Images/s for a full ``steps``-step run; if ``measure_steps`` < steps, extrapolate linearly."""
-    from tinyldm.diffusion import DiffusionSampler
+    from tinyldm.diffusion import SOLVERS, ClassifierFreeGuidance
 
     run_steps = min(steps, measure_steps or steps)
-    sampler = DiffusionSampler(kind=kind, steps=run_steps, guidance_scale=3.0)
+    solver, guidance = SOLVERS[kind](steps=run_steps), ClassifierFreeGuidance(scale=3.0)
     labels = torch.arange(batch, device=module.device) % 10
     seconds = median_seconds(
-        lambda: module.sample(labels, sampler=sampler, generator=torch.Generator().manual_seed(0)), repeats=1
+        lambda: module.sample(labels, solver=solver, guidance=guidance, generator=torch.Generator().manual_seed(0)),
+        repeats=1,
     )
     seconds *= steps / run_steps
     return batch / seconds, run_steps < steps

@@ -33,11 +33,12 @@ SHIPPED = (
     ("fashion_cond", ["model=vqvae", "+experiment=fashion_cond"], "Fashion-MNIST, 2 CPU cores"),
     ("fashion_cond_gpu", ["model=vqvae", "trainer=gpu", "+experiment=fashion_cond_gpu"], "Fashion-MNIST, one GPU"),
 )
+#: how the docs name each solver class a ``conf/sampler`` config targets
 SOLVER_NAMES = {
-    "ddpm": "DDPM",
-    "ddim": "DDIM",
-    "dpmpp_2m": "DPM-Solver++(2M)",
-    "dpmpp_2m_sde": "SDE-DPM-Solver++(2M)",
+    "DDPMSolver": "DDPM",
+    "DDIMSolver": "DDIM",
+    "DPMSolver2M": "DPM-Solver++(2M)",
+    "DPMSolver2MSDE": "SDE-DPM-Solver++(2M)",
 }
 #: what each top-level config and group configures, in the order the page lists them
 DESCRIPTIONS = {
@@ -50,7 +51,9 @@ DESCRIPTIONS = {
     "unet": "The stage-2 denoiser (`tinyldm.unet`).",
     "conditioner": "What the UNet's cross-attention reads: class tokens, a text prompt, or nothing "
     "(`tinyldm.conditioners`, `tinyldm.text`).",
-    "sampler": "How images are drawn: the solver, its steps and guidance (`tinyldm.diffusion.sampling`).",
+    "sampler": "The solver images are drawn with, one config per solver (`tinyldm.diffusion`: `ddpm`, `ddim`, "
+    "`dpm_solver`, `dpm_solver_sde`).",
+    "guidance": "How each step's network output is guided, with any solver (`tinyldm.diffusion.guidance`).",
     "diffusion": "Stage 2's training: budget, batch, EMA, autoguidance's guide, loss weighting, timesteps "
     "(`tinyldm.lit.diffusion_module`, `tinyldm.training.stage2`).",
     "evaluation": "The evaluation at the end of training and in `evaluate.py` (`tinyldm.evaluation`).",
@@ -221,18 +224,17 @@ def _number(value: Any) -> str:
     return f"{float(value):g}".replace("-", "−")
 
 
-def guidance_text(sampler: Any) -> str:
-    """A sampler's guidance as the docs write it, e.g. ``APG s = 3 (η = 0, β = −0.5), autoguidance w = 3``."""
-    if sampler.guidance_method == "apg":
-        text = f"APG s = {_number(sampler.guidance_scale)} (η = {_number(sampler.apg_eta)}, "
-        text += f"β = {_number(sampler.apg_momentum)})"
+def guidance_text(guidance: Any) -> str:
+    """A guidance config as the docs write it, e.g. ``APG s = 3 (η = 0, β = −0.5), autoguidance w = 3``."""
+    if str(guidance._target_).endswith(".AdaptiveProjectedGuidance"):
+        text = f"APG s = {_number(guidance.scale)} (η = {_number(guidance.eta)}, β = {_number(guidance.momentum)})"
     else:
-        text = f"CFG s = {_number(sampler.guidance_scale)}"
-    if sampler.get("guidance_interval"):
-        low, high = sampler.guidance_interval
+        text = f"CFG s = {_number(guidance.scale)}"
+    if guidance.get("interval"):
+        low, high = guidance.interval
         text += f" at t in [{low}, {high}]"
-    if float(sampler.autoguidance_scale) != 1.0:
-        text += f", autoguidance w = {_number(sampler.autoguidance_scale)}"
+    if float(guidance.autoguidance) != 1.0:
+        text += f", autoguidance w = {_number(guidance.autoguidance)}"
     return text
 
 
@@ -255,12 +257,12 @@ def shipped_table() -> str:
         stage2 = f"{_budget(cfg.diffusion, cfg.diffusion.batch_size)}, `unet={cfg.hydra.runtime.choices.unet}`"
         if cfg.diffusion.get("guide_at") is not None:
             stage2 += f", guide at {_number(cfg.diffusion.guide_at)} of it"
-        sampler = f"{SOLVER_NAMES[cfg.sampler.kind]}, {cfg.sampler.steps} steps"
+        sampler = f"{SOLVER_NAMES[str(cfg.sampler._target_).rsplit('.', 1)[-1]]}, {cfg.sampler.steps} steps"
         evaluation = f"{cfg.evaluation.n_per_class} per class, {cfg.evaluation.classifier_members} classifier"
         evaluation += "s" if int(cfg.evaluation.classifier_members) > 1 else ""
         command = "`python train.py " + " ".join(overrides) + "`"
         rows.append(
-            f"| `{name}` ({what}) | {command} | {stage1} | {stage2} | {sampler} | {guidance_text(cfg.sampler)} "
+            f"| `{name}` ({what}) | {command} | {stage1} | {stage2} | {sampler} | {guidance_text(cfg.guidance)} "
             f"| {evaluation} |"
         )
     return "\n".join(rows) + "\n"

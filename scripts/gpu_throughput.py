@@ -31,7 +31,7 @@ from benchmark import compose_train, median_seconds  # scripts/benchmark.py
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from tinyldm.diffusion import DiffusionSampler
+from tinyldm.diffusion import ClassifierFreeGuidance, DDIMSolver
 from tinyldm.training.stage2 import module_from_config
 from tinyldm.utils.files import write_json, write_text
 from tinyldm.utils.instantiate import build
@@ -93,7 +93,7 @@ def training_step(
 def stage2_flops_per_image(module, latents: torch.Tensor, labels: torch.Tensor) -> float:
     """Forward + backward FLOPs of one stage-2 training loss, per image (fp32, eager)."""
     with FlopCounterMode(display=False) as counter:
-        module.diffusion_loss(module.denoiser, latents, labels).backward()
+        module.loss(module.denoiser, module.noise_schedule, latents, labels).backward()
     module.denoiser.zero_grad(set_to_none=True)
     return counter.get_total_flops() / latents.shape[0]
 
@@ -134,7 +134,10 @@ def measure(
     if compiled:
         module.denoiser.unet.compile()
     step = training_step(
-        lambda: module.diffusion_loss(module.denoiser, latents, labels), module.denoiser.parameters(), device, precision
+        lambda: module.loss(module.denoiser, module.noise_schedule, latents, labels),
+        module.denoiser.parameters(),
+        device,
+        precision,
     )
 
     def stage2_step() -> None:
@@ -144,12 +147,12 @@ def measure(
     seconds, first = seconds_per_call(stage2_step, device, repeats)
     row.update(stage2_img_s=batch / seconds, stage2_first_s=first, stage2_flops_per_image=flops)
 
-    sampler = DiffusionSampler(kind="ddim", steps=sample_steps, guidance_scale=2.0)
+    solver, guidance = DDIMSolver(steps=sample_steps), ClassifierFreeGuidance(scale=2.0)
     sample_labels = torch.arange(batch, device=device) % 10
 
     def sample() -> None:
         with autocast(device, precision):
-            module.sample(sample_labels, sampler=sampler, generator=torch.Generator().manual_seed(0))
+            module.sample(sample_labels, solver=solver, guidance=guidance, generator=torch.Generator().manual_seed(0))
 
     seconds, _ = seconds_per_call(sample, device, max(1, repeats // 3), warmup=1)
     row["sample_img_s"] = batch / seconds

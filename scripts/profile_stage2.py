@@ -52,7 +52,7 @@ def main() -> None:
     def step(seed: int) -> None:
         generator = torch.Generator().manual_seed(seed)
         with record_function("phase: loss (noise + UNet forward)"):
-            loss = module.diffusion_loss(module.denoiser, latents, labels, generator=generator)
+            loss = module.loss(module.denoiser, module.noise_schedule, latents, labels, generator=generator)
         with record_function("phase: backward"):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

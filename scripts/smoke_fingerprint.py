@@ -30,25 +30,27 @@ TRAIN = [
     "seed=0",
     "reuse_autoencoder=false",
 ]
-#: sample.py overrides per fingerprinted setting: the stored sampler, each solver, and the options of each
+#: sample.py overrides per fingerprinted setting: the stored solver and guidance, each solver, and their options
 SAMPLERS = {
     "stored": [],
-    "stored_changed": ["sampler.steps=7", "sampler.guidance_scale=2.5"],
-    "ddpm": ["sampler=ddpm", "sampler.steps=10"],
-    "ddim": ["sampler=ddim", "sampler.steps=10", "sampler.eta=0.5"],
-    "dpmpp_2m": ["sampler=dpmpp_2m", "sampler.steps=10"],
+    "stored_changed": ["sampler.steps=7", "guidance.scale=2.5"],
+    "ddpm": ["sampler=ddpm", "sampler.steps=10", "guidance=cfg", "guidance.scale=3"],
+    "ddim": ["sampler=ddim", "sampler.steps=10", "sampler.eta=0.5", "guidance=cfg", "guidance.scale=3"],
+    "dpmpp_2m": ["sampler=dpmpp_2m", "sampler.steps=10", "guidance=cfg"],
     "dpmpp_2m_logsnr": [
         "sampler=dpmpp_2m",
         "sampler.steps=10",
         "sampler.timestep_spacing=logsnr",
         "sampler.logsnr_range=[-3,3]",
+        "guidance=cfg",
     ],
-    "dpmpp_2m_sde": ["sampler=dpmpp_2m_sde", "sampler.steps=10", "sampler.noise_interval=[300,999]"],
+    "dpmpp_2m_sde": ["sampler=dpmpp_2m_sde", "sampler.steps=10", "sampler.noise_interval=[300,999]", "guidance=cfg"],
     "cfg_interval": [
         "sampler=dpmpp_2m",
         "sampler.steps=10",
-        "sampler.guidance_interval=[200,800]",
-        "sampler.autoguidance_scale=2",
+        "guidance=cfg",
+        "guidance.interval=[200,800]",
+        "guidance.autoguidance=2",
     ],
 }
 

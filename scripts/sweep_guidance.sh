@@ -7,4 +7,4 @@ export PYTHON="${PYTHON:-python3}"  # every step runs with the caller's interpre
 cd "$(dirname "$0")/.."
 ckpt="${1:?usage: $0 PATH/TO/diffusion.ckpt [extra overrides]}"
 shift
-"$PYTHON" evaluate.py -m ckpt="$ckpt" sampler.guidance_scale=0,1,2,3,5 sampler.steps=20,50 "$@"
+"$PYTHON" evaluate.py -m ckpt="$ckpt" guidance.scale=0,1,2,3,5 sampler.steps=20,50 "$@"

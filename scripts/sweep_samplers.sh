@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sampler x steps sweep on a frozen stage-2 checkpoint: DDIM vs DPM-Solver++(2M) at 10, 20, 50 steps, each with
-# its conf/sampler defaults (CFG; add sampler.guidance_scale=S to compare both at one scale).
-#   scripts/sweep_samplers.sh outputs/train/runs/<run>/checkpoints/diffusion.ckpt [dataset=mnist] [sampler.guidance_scale=3]
+# the checkpoint's own guidance (add guidance.scale=S, or guidance=cfg, to compare them at another one).
+#   scripts/sweep_samplers.sh outputs/train/runs/<run>/checkpoints/diffusion.ckpt [dataset=mnist] [guidance.scale=3]
 # Writes summary.csv and summary.png (FID vs conditional accuracy) in the sweep directory.
 set -euo pipefail
 export PYTHON="${PYTHON:-python3}"  # every step runs with the caller's interpreter (e.g. PYTHON=.venv/bin/python)

@@ -1,8 +1,8 @@
 """Start-up checks: one per entry point, run before any data are loaded or models trained.
 
-Stage 1 may train for minutes before stage 2 is built, so stage-2 settings (UNet, conditioner,
-scheduler, sampler) are instantiated here once, on the real latent shape, to surface their
-errors immediately. Each error names the value and what is allowed.
+Stage 1 may train for minutes before stage 2 is built, so the stage-2 module is built here once,
+on the real latent shape, to surface its parts' errors immediately (each part validates itself when
+it is built). Each error names the value and what is allowed.
 
 Building modules draws from the global RNG, so the checks run under ``torch.random.fork_rng``:
 ``stage=autoencoder`` and ``stage=all`` then train identical stage-1 weights for one seed.
@@ -10,28 +10,22 @@ Building modules draws from the global RNG, so the checks run under ``torch.rand
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tinyldm.autoencoders.base import Autoencoder
-from tinyldm.autoencoders.scale_equivariance import validate_scale_equivariance
-from tinyldm.diffusion.input_perturbation import validate_input_perturbation
-from tinyldm.diffusion.loss_weighting import validate_min_snr_gamma
-from tinyldm.diffusion.noise_assignment import validate_noise_assignment
-from tinyldm.diffusion.timestep_sampling import TimestepSampling
 from tinyldm.lit.autoencoder_module import AutoencoderModule
-from tinyldm.lit.ema import validate_ema, validate_guide_at
+from tinyldm.lit.diffusion_module import LatentDiffusionModule
 from tinyldm.utils.checkpoints import require_stage, restore_module
+from tinyldm.utils.devices import resolve_device
 from tinyldm.utils.instantiate import build
 
 log = logging.getLogger(__name__)
 STAGE_CHOICES = ("autoencoder", "diffusion", "all")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # stage lengths live with each stage (model.training.max_steps, diffusion.max_steps); a trainer-wide
 # length would apply to both stages at once and was silently overridden
 _TRAINER_LENGTH_KEYS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time")
@@ -84,21 +78,16 @@ def check_train_config(cfg: DictConfig) -> AutoencoderModule | None:
     return stage1
 
 
-def check_train_parts(cfg: DictConfig, autoencoder: Autoencoder, datamodule: Any) -> None:
+def check_train_parts(cfg: DictConfig, stage1: AutoencoderModule, datamodule: Any) -> None:
     """What needs the run's stage-1 model, checked before any data are read.
 
     Its budget (a model with nothing to learn, ``model=identity``, may train for 0 steps) and, for
-    stage 2, the UNet, conditioner, noise schedule and sampler, built once on its latent shape.
+    stage 2, the module with all its parts, built once on its latent shape.
     """
     with torch.random.fork_rng(devices=[]):
-        check_budget(cfg.model.training, "model.training", 1 if autoencoder.is_trainable else 0)
-        validate_scale_equivariance(
-            cfg.model.training.get("scale_equivariance", 0.0),
-            cfg.model.training.get("scale_equivariance_factor", 2),
-            autoencoder.latent_shape(datamodule.image_shape),
-        )
+        check_budget(cfg.model.training, "model.training", 1 if stage1.autoencoder.is_trainable else 0)
         if cfg.stage in ("diffusion", "all"):
-            check_stage2_parts(cfg, autoencoder.latent_shape(datamodule.image_shape), datamodule.num_classes)
+            check_stage2_parts(cfg, stage1, datamodule)
 
 
 def check_budget(section: DictConfig, name: str, minimum: int) -> None:
@@ -125,8 +114,7 @@ def check_evaluation(evaluation: DictConfig) -> None:
 
 
 def check_device(name: Any) -> None:
-    if name not in DEVICE_CHOICES:
-        raise ValueError(f"device={name!r} is not one of {list(DEVICE_CHOICES)}")
+    resolve_device(name)  # refuses anything but auto, cpu, cuda
 
 
 def check_sample_config(cfg: DictConfig) -> None:
@@ -181,63 +169,30 @@ def check_stage(cfg: DictConfig) -> AutoencoderModule | None:
     return restore_module(AutoencoderModule, require_stage(path, "autoencoder"), path)
 
 
-def unet_config_for(unet_cfg: DictConfig, latent_shape: Sequence[int]) -> dict:
-    """Fill the UNet's in/out channels and sample size from the stage-1 latent; refuse mismatches."""
-    channels, height, width = (int(s) for s in latent_shape)
-    if height != width:
-        raise ValueError(f"the UNet needs square latents, got {height}x{width}")
-    config = OmegaConf.to_container(unet_cfg, resolve=False)
-    config["context_dim"] = OmegaConf.select(unet_cfg, "context_dim")
-    wanted = {"in_channels": channels, "out_channels": channels, "sample_size": height}
-    for key, value in wanted.items():
-        current = OmegaConf.select(unet_cfg, key, throw_on_missing=False)
-        if current in (None, "???") or OmegaConf.is_missing(unet_cfg, key):
-            config[key] = value
-        elif int(current) != value:
-            raise ValueError(
-                f"unet.{key}={current} does not match the stage-1 latent shape {tuple(latent_shape)} "
-                f"(needs {key}={value}); leave unet.{key} unset to take it from the autoencoder"
-            )
-    return config
+def check_stage2_parts(cfg: DictConfig, stage1: AutoencoderModule, datamodule: Any) -> LatentDiffusionModule:
+    """Build the stage-2 module once on the run's latent shape (cheap), so every bad part value fails now.
 
+    Each part validates itself when it is built (UNet, conditioner, noise schedule, solver, guidance, loss,
+    EMA); what is checked here needs the data: the conditioner's classes against the dataset's. Returns the
+    module (untrained, on a stage-1 model of its own), for a caller that wants to look at it.
+    """
+    from tinyldm.training.stage2 import module_from_config  # the one stage-2 builder
 
-def check_stage2_parts(cfg: DictConfig, latent_shape: Sequence[int], num_classes: int) -> dict:
-    """Instantiate UNet, conditioner, scheduler and sampler once (cheap) so bad values fail now."""
-    unet_config = unet_config_for(cfg.unet, latent_shape)
-    unet = build(unet_config)
-    conditioner = build(cfg.conditioner)
+    latent_shape = stage1.autoencoder.latent_shape(datamodule.image_shape)
+    # on a copy of the run's stage-1 model: the module freezes the one it is given, and this one has yet to train
+    autoencoder = copy.deepcopy(stage1.autoencoder)
+    module = module_from_config(cfg, latent_shape, dict(stage1.hparams.autoencoder), datamodule.pad, autoencoder)
+    conditioner = module.denoiser.conditioner
     model_classes = getattr(conditioner, "num_classes", 0)
-    if conditioner.is_conditional and model_classes != num_classes:
+    if conditioner.is_conditional and model_classes != datamodule.num_classes:
         raise ValueError(
-            f"conditioner.num_classes={model_classes} but dataset {cfg.dataset.name!r} has {num_classes} classes"
+            f"conditioner.num_classes={model_classes} but dataset {cfg.dataset.name!r} has "
+            f"{datamodule.num_classes} classes"
         )
-    if cfg.diffusion.get("noise_assignment") == "immiscible_per_class" and not model_classes:
-        raise ValueError(
-            f"diffusion.noise_assignment=immiscible_per_class pairs noise within each class, but the conditioner "
-            f"{type(conditioner).__name__} has no class labels; use conditioner=class, or independent / immiscible"
-        )
-    if conditioner.is_conditional and unet.transformer_depth == 0:
+    if conditioner.is_conditional and module.denoiser.unet.transformer_depth == 0:
         # legitimate as an ablation baseline, but easy to do by accident
         log.warning(
             "unet.transformer_depth=0: the UNet has no cross-attention, so the class labels cannot reach it "
             "and the model trains as an unconditional one (guidance has no effect)"
         )
-    schedule = build(cfg.scheduler)
-    try:
-        sampler = build(cfg.sampler)
-        sampler.check_schedule(schedule)  # e.g. sampler.steps > num_train_timesteps
-    except ValueError as error:
-        raise ValueError(f"sampler: {error}") from None
-    if validate_guide_at(cfg.diffusion.get("guide_at")) is None and sampler.uses_guide:
-        raise ValueError(
-            f"sampler.autoguidance_scale={sampler.autoguidance_scale:g} needs a guide, but diffusion.guide_at is "
-            "null; set diffusion.guide_at (e.g. 0.25: the EMA weights after a quarter of stage 2) or "
-            "sampler.autoguidance_scale=1 (off)"
-        )
-    validate_min_snr_gamma(cfg.diffusion.get("min_snr_gamma"))
-    sampling = cfg.diffusion.get("timestep_sampling")
-    TimestepSampling.from_config(OmegaConf.to_container(sampling, resolve=True) if sampling is not None else None)
-    validate_noise_assignment(cfg.diffusion.get("noise_assignment", "independent"))
-    validate_input_perturbation(cfg.diffusion.get("input_perturbation", 0.0))
-    validate_ema(cfg.diffusion.ema_decay, cfg.diffusion.get("ema_power"))
-    return unet_config
+    return module

@@ -13,7 +13,6 @@ checked against the allow-list: :mod:`tinyldm.utils.checkpoints`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,11 @@ import numpy as np
 import torch
 
 from tinyldm.conditioners import TextConditioner
-from tinyldm.diffusion import DiffusionSampler
+from tinyldm.diffusion import ClassifierFreeGuidance, Solver
 from tinyldm.lit.diffusion_module import LatentDiffusionModule
 from tinyldm.utils.checkpoints import require_stage, restore_module
 from tinyldm.utils.images import to_uint8
 from tinyldm.utils.instantiate import build
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when there is one, else the CPU; anything but ``DEVICE_CHOICES`` is refused."""
-    if name not in DEVICE_CHOICES:
-        raise ValueError(f"device={name!r} is not one of {list(DEVICE_CHOICES)}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class LatentDiffusionPipeline:
@@ -63,23 +51,26 @@ class LatentDiffusionPipeline:
         return self.model.autoencoder
 
     @property
-    def sampler(self) -> DiffusionSampler:
-        """The sampler stored with the model: the one its run's grids and end-of-training evaluation used."""
-        return self.model.sampler
+    def solver(self) -> Solver:
+        """The solver stored with the model: the one its run's grids and end-of-training evaluation used."""
+        return self.model.solver
 
-    def sampler_for(self, settings: Mapping[str, Any] | None = None) -> DiffusionSampler:
-        """The sampler to draw with: the stored one, unless ``settings`` say otherwise.
+    @property
+    def guidance(self) -> ClassifierFreeGuidance:
+        """The guidance stored with the model, as the solver is."""
+        return self.model.guidance
 
-        ``settings`` holding a ``_target_`` are a whole sampler config (``sampler=NAME``): they replace
-        the stored sampler. Without one, each key changes only that setting of the stored sampler
-        (``sampler.steps=30``), so a model draws the way its run evaluated it unless told otherwise.
-        Either way the result is validated like any sampler.
+    def sampling_for(
+        self, sampler: Mapping[str, Any] | None = None, guidance: Mapping[str, Any] | None = None
+    ) -> tuple[Solver, ClassifierFreeGuidance]:
+        """The solver and guidance to draw with: the stored ones, unless ``sampler`` / ``guidance`` say otherwise.
+
+        Settings holding a ``_target_`` are a whole config (``sampler=NAME``, ``guidance=NAME``): they replace
+        the stored one. Without one, each key changes only that setting of the stored one (``sampler.steps=30``,
+        ``guidance.scale=2``), so a model draws the way its run evaluated it unless told otherwise. Either way
+        the result is validated like any, and a setting the stored one does not take is refused naming it.
         """
-        if not settings:
-            return self.sampler
-        if "_target_" in settings:
-            return build(dict(settings))
-        return dataclasses.replace(self.sampler, **settings)
+        return _chosen(self.solver, sampler), _chosen(self.guidance, guidance)
 
     def labels(self, n_per_class: int, classes: Sequence[int] | None = None, n: int | None = None) -> torch.Tensor:
         """(N,) labels to ask for: each of ``classes`` (default: all) ``n_per_class`` times, in class order.
@@ -123,19 +114,22 @@ class LatentDiffusionPipeline:
     def generate(
         self,
         labels: torch.Tensor | Sequence[str],
-        sampler: DiffusionSampler | None = None,
+        *,
+        solver: Solver | None = None,
+        guidance: ClassifierFreeGuidance | None = None,
         seed: int = 0,
         batch_size: int = 250,
         progress: bool = False,
     ) -> torch.Tensor:
         """Images (N, 1, H, W) in [-1, 1] for ``labels`` (N,) (-1s for an unconditional model), or N prompts.
 
-        One CPU generator drives every batch, so ``seed`` fixes the images whatever the device and
-        the same seed gives the same images in ``sample.py``, ``evaluate.py`` and training's evaluation.
+        ``solver`` and ``guidance`` default to the stored ones (:meth:`sampling_for` makes others). One CPU
+        generator drives every batch, so ``seed`` fixes the images whatever the device and the same seed
+        gives the same images in ``sample.py``, ``evaluate.py`` and training's evaluation.
         """
-        sampler = sampler or self.sampler
-        sampler.check_schedule(self.model.noise_schedule)  # e.g. steps > T: refused before any work
-        self.model.guide_for(sampler)  # autoguidance asked of a model without a guide: refused before any work
+        solver, guidance = solver or self.solver, guidance or self.guidance
+        solver.check_schedule(self.model.noise_schedule)  # e.g. steps > T: refused before any work
+        self.model.guide_for(guidance)  # autoguidance asked of a model without a guide: refused before any work
         if not isinstance(labels, torch.Tensor):
             labels = list(labels)
             self.check_prompts(labels)  # every prompt checked before the first batch is sampled
@@ -143,15 +137,23 @@ class LatentDiffusionPipeline:
         chunks = []
         for start in range(0, len(labels), batch_size):
             batch = labels[start : start + batch_size]  # (b,) labels or b prompts
+            options = {"generator": generator, "solver": solver, "guidance": guidance, "progress": progress}
             if self.model.is_conditional:
-                images = self.model.sample(batch, generator=generator, sampler=sampler, progress=progress)
+                images = self.model.sample(batch, **options)
             else:
-                images = self.model.sample(
-                    None, num_samples=len(batch), generator=generator, sampler=sampler, progress=progress
-                )
+                images = self.model.sample(None, num_samples=len(batch), **options)
             chunks.append(images.cpu())  # (b, 1, H, W)
         return torch.cat(chunks)
 
     def to_uint8(self, images: torch.Tensor) -> np.ndarray:
         """(N, 1, H, W) in [-1, 1] -> (N, 28, 28) uint8: the model's padding cropped, as the data were stored."""
         return to_uint8(images, pad=int(self.model.hparams.image_pad))
+
+
+def _chosen(stored: Any, settings: Mapping[str, Any] | None) -> Any:
+    """``stored`` (a solver or a guidance), replaced by a whole config or with some settings changed."""
+    if not settings:
+        return stored
+    if "_target_" in settings:
+        return build(dict(settings))
+    return stored.replace(**settings)

@@ -22,6 +22,7 @@ def _screen(out: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_grid_table_keeps_apg_rows_apart_and_merges_a_repeated_label(tmp_path):
+    """The CFG sweep as sweeps before 0.3.0 recorded the settings (bare keys), the APG one as they do now (eval/)."""
     header = ["job", "status", "guidance_scale", "autoguidance_scale", "guidance_method", "apg_eta", "apg_momentum"]
     header += [f"eval/{key}" for key in ("cond_acc", "fid_ratio", "fid_recon_ratio", "diversity")]
     sweeps = {
@@ -30,7 +31,8 @@ def test_grid_table_keeps_apg_rows_apart_and_merges_a_repeated_label(tmp_path):
     }
     for name, rows in sweeps.items():
         with (tmp_path / name).open("w", newline="") as handle:
-            csv.writer(handle).writerows([header, *rows])
+            named = header if name == "cfg.csv" else [f"eval/{k}" if 2 <= i <= 6 else k for i, k in enumerate(header)]
+            csv.writer(handle).writerows([named, *rows])
     result = run_repo_script(
         "experiments/grid_table.py", f"run={tmp_path / 'cfg.csv'}", f"run={tmp_path / 'apg.csv'}", timeout=60
     )
@@ -78,7 +80,7 @@ def test_guidance_screen_scores_a_run_as_its_own_evaluation_did_and_never_redoes
     # the run's own split (seed 3), classifier, solver (the stochastic one, so its noise too) and sampling seed:
     # the same setting scores the same
     assert own["eval/guidance_scale"] == 2.0 and own["eval/guidance_method"] == "cfg"
-    assert row["sampler_kind"] == "dpmpp_2m_sde" and row["timestep_spacing"] == own["eval/timestep_spacing"]
+    assert row["eval/sampler_kind"] == "dpmpp_2m_sde" and row["eval/timestep_spacing"] == own["eval/timestep_spacing"]
     for key in ("eval/cond_acc", "eval/fid", "eval/fid_floor", "eval/diversity", "eval/member1_fid"):
         assert float(row[key]) == pytest.approx(own[key], rel=1e-5), key
     assert int(row["eval/classifier_members"]) == own["eval/classifier_members"] == 2
@@ -87,7 +89,8 @@ def test_guidance_screen_scores_a_run_as_its_own_evaluation_did_and_never_redoes
     assert (out / "r_cfg" / "0" / "misread.png").is_file() == bool(own["eval/misread"])  # 2 members: 1 is half
     with (out / "r_apg" / "summary.csv").open() as handle:
         (apg,) = list(csv.DictReader(handle))
-    assert (apg["guidance_method"], float(apg["apg_eta"]), float(apg["apg_momentum"])) == ("apg", 0.0, -0.5)
+    method = (apg["eval/guidance_method"], float(apg["eval/apg_eta"]), float(apg["eval/apg_momentum"]))
+    assert method == ("apg", 0.0, -0.5)
     assert "| 2, 1 |" in result.stdout and "| 2, 1, APG η 0 β -0.5 |" in result.stdout
     assert (out / "table.md").read_text() == result.stdout
     again = _screen(out, f"r={run}", **env)

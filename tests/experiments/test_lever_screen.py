@@ -84,7 +84,7 @@ def test_lever_screen_trains_each_arm_on_one_stage1_per_seed_and_tabulates(tmp_p
         "experiments/lever_screen.sh",
         str(out),
         "base",
-        "lever=diffusion.timestep_sampling.stratified=true,+diffusion.optimizer.betas=[0.9,0.99]",
+        "lever=diffusion.loss.min_snr_gamma=2,+diffusion.optimizer.betas=[0.9,0.99]",
         timeout=600,
         SEEDS="0",
         COMMON=common,
@@ -93,9 +93,9 @@ def test_lever_screen_trains_each_arm_on_one_stage1_per_seed_and_tabulates(tmp_p
     assert "Stored the stage-1 checkpoint in the cache" in (out / "base_s0.log").read_text()
     assert "Reusing the cached stage-1 checkpoint" in (out / "lever_s0.log").read_text()
     overrides = (out / "lever_s0" / ".hydra" / "overrides.yaml").read_text()
-    assert "diffusion.timestep_sampling.stratified=true" in overrides
+    assert "diffusion.loss.min_snr_gamma=2" in overrides
     assert "+diffusion.optimizer.betas=[0.9,0.99]" in overrides  # the list's comma stayed inside it
-    assert "stratified" not in (out / "base_s0" / ".hydra" / "overrides.yaml").read_text()
+    assert "min_snr_gamma" not in (out / "base_s0" / ".hydra" / "overrides.yaml").read_text()
     for arm in ("base", "lever"):
         assert json.loads((out / f"{arm}_s0" / "metrics.json").read_text())["ldm/steps"] == 3
     assert "| arm | seed 0 | median | all four met |" in result.stdout

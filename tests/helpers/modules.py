@@ -10,7 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def diffusion_module(cfg: DictConfig, latent_shape: Sequence[int] = (4, 8, 8), seed: int = 0, **diffusion: Any):
-    """The untrained ``LatentDiffusionModule`` ``cfg`` describes (with ``diffusion.*`` overrides), from ``seed``."""
+    """The untrained ``LatentDiffusionModule`` ``cfg`` describes (with ``diffusion.*`` overrides), from ``seed``.
+
+    Overrides merge into ``cfg.diffusion``: nested keys stay nested, e.g. ``loss={"min_snr_gamma": None}`` for
+    ``diffusion.loss.min_snr_gamma=null`` (the loss's other settings keep the config's values)."""
     from tinyldm.training.stage2 import module_from_config
 
     cfg = OmegaConf.merge(cfg, {"diffusion": diffusion}) if diffusion else cfg

@@ -15,7 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # test callbacks (tests.helpers...) stay importable, as under train.py
 
-import tinyldm.utils.autoencoder_cache as autoencoder_cache  # noqa: E402
+import tinyldm.training.autoencoder_cache as autoencoder_cache  # noqa: E402
 
 _write_json = autoencoder_cache.write_json
 

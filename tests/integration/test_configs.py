@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -51,9 +53,11 @@ def test_every_model_dataset_pair_instantiates(compose, model, dataset):
     latent_shape = autoencoder.latent_shape(datamodule.image_shape)
     assert latent_shape[0] == autoencoder.latent_channels
     from tinyldm.config_checks import check_stage2_parts
+    from tinyldm.training.stage1 import new_autoencoder_module
 
-    unet_config = check_stage2_parts(cfg, latent_shape, datamodule.num_classes)
-    assert unet_config["in_channels"] == latent_shape[0] and unet_config["sample_size"] == latent_shape[1]
+    stage1 = new_autoencoder_module(cfg, Path(cfg.paths.output_dir), datamodule.pad)
+    unet = check_stage2_parts(cfg, stage1, datamodule).denoiser.unet
+    assert unet.in_channels == latent_shape[0] and unet.sample_size == latent_shape[1]
 
 
 def test_trainer_and_callbacks_instantiate(compose, tmp_path):

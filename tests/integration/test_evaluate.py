@@ -103,9 +103,9 @@ def test_guidance_sweep_writes_csv_and_plot(workspace, tmp_path):
     command = [
         "-m",
         f"ckpt={workspace['ckpt']}",
-        "sampler.guidance_scale=1,3",
+        "guidance.scale=1,3",
+        "sampler=dpmpp_2m_sde",
         "sampler.steps=3",
-        "sampler.kind=dpmpp_2m_sde",
         "sampler.timestep_spacing=logsnr",  # the grid and the noise window reach every point's record
         "sampler.logsnr_range=[-3,3]",
         "sampler.noise_interval=[500,999]",
@@ -119,10 +119,10 @@ def test_guidance_sweep_writes_csv_and_plot(workspace, tmp_path):
     with (sweep_dir / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2
-    assert sorted(float(r["guidance_scale"]) for r in rows) == [1.0, 3.0]
+    assert sorted(float(r["eval/guidance_scale"]) for r in rows) == [1.0, 3.0]
     assert all(r["status"] == "ok" and float(r["eval/fid"]) > 0 for r in rows)
-    assert all(r["timestep_spacing"] == "logsnr" and r["logsnr_range"] == "[-3, 3]" for r in rows), rows
-    assert all(r["sampler_kind"] == "dpmpp_2m_sde" and r["noise_interval"] == "[500, 999]" for r in rows), rows
+    assert all(r["eval/timestep_spacing"] == "logsnr" and r["eval/logsnr_range"] == "[-3, 3]" for r in rows), rows
+    assert all(r["eval/sampler_kind"] == "dpmpp_2m_sde" and r["eval/noise_interval"] == "[500, 999]" for r in rows)
     assert (sweep_dir / "summary.png").is_file()
     # every point is its own (offline) W&B run, and the whole sweep lands in W&B as a table
     assert all(list((sweep_dir / str(job) / "wandb").glob("offline-run-*")) for job in (0, 1))

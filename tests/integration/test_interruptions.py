@@ -56,7 +56,7 @@ def test_killed_main_job_then_rerun_and_resume(compose, tmp_path, caplog, point)
         assert len(entries) == 1
         assert (entries[0] / "complete.json").exists() == (point == "stage2")
 
-    with caplog.at_level(logging.WARNING, logger="tinyldm.utils.autoencoder_cache"):
+    with caplog.at_level(logging.WARNING, logger="tinyldm.training.autoencoder_cache"):
         rerun = train.run(compose([*BASE, f"paths.output_dir={tmp_path}/rerun"]))
     assert rerun["autoencoder_reused"] == (point == "stage2")
     assert ("no completion marker" in caplog.text) == (point == "cache_store")

@@ -31,7 +31,7 @@ def test_explore_notebook_runs_on_a_smoke_run(tmp_path, monkeypatch):
         writer = csv.writer(handle)
         writer.writerows(
             [
-                ["job", "override:sampler.guidance_scale", "eval/cond_acc", "eval/fid", "status"],
+                ["job", "override:guidance.scale", "eval/cond_acc", "eval/fid", "status"],
                 [0, 1.0, 0.8, 20.0, "ok"],
                 [1, 3.0, 0.95, 15.0, "ok"],
             ]

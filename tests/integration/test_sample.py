@@ -57,7 +57,7 @@ def test_sample_entry_point(stage2_checkpoint, tmp_path):
             "n_per_class=1",
             "sampler=ddim",
             "sampler.steps=3",
-            "sampler.guidance_scale=3",
+            "guidance.scale=3",
             f"out={out}",
             *path_overrides(tmp_path),
         ],
@@ -72,7 +72,7 @@ def test_sample_entry_point(stage2_checkpoint, tmp_path):
         ({"n_per_class": 0}, ValueError, "n_per_class=0"),
         ({"classes": "[3,12]"}, ValueError, r"\[12\] not among the model's classes"),
         ({"sampler.steps": 5000}, ValueError, "steps=5000 exceeds"),
-        ({"sampler.guidance_scale": -1}, ValueError, "-1"),
+        ({"guidance.scale": -1}, ValueError, r"scale must be a finite number in \[0, inf\), got -1"),
         ({"seed": -1}, ValueError, r"seed=-1 is not allowed: it must be an integer >= 0"),
         ({"batch_size": 0}, ValueError, r"batch_size=0 is not allowed"),
         ({"device": "tpu"}, ValueError, r"device='tpu' is not one of"),
@@ -153,7 +153,7 @@ def test_a_full_disk_leaves_no_half_output_and_the_same_command_runs_again(
 
 def test_solver_error_script_measures_distance_to_the_every_timestep_solution(stage2_checkpoint):
     """scripts/solver_error.py: more steps land closer to the reference, which is converged; bad arms refused."""
-    common = ["--set", "sampler.kind=dpmpp_2m", "sampler.guidance_scale=2", "--per-class", "1"]
+    common = ["--set", "sampler=dpmpp_2m", "guidance.scale=2", "--per-class", "1"]
     result = run_repo_script(
         "scripts/solver_error.py",
         str(stage2_checkpoint),
@@ -172,9 +172,10 @@ def test_solver_error_script_measures_distance_to_the_every_timestep_solution(st
     assert rms["grid"] > 0
 
     for arm, message in (
-        (("x", "sampler.stepz=4"), "unknown sampler settings ['stepz']"),
-        (("x", "steps=4"), "each setting is sampler.KEY=VALUE"),
-        (("x", "sampler.kind=ddim", "sampler.eta=1.0"), "a stochastic solver (ddpm, dpmpp_2m_sde, ddim eta > 0)"),
+        (("x", "sampler.stepz=4"), "has no setting stepz; its settings: steps"),
+        (("x", "steps=4"), "arms change the solver only"),
+        (("x", "sampler=ddim", "sampler.eta=1.0"), "a stochastic solver (ddpm, dpmpp_2m_sde, ddim eta > 0)"),
+        (("x", "guidance.scale=3"), "arms change the solver only"),
         (("x", "sampler.timestep_spacing=logsnr"), "sampler: logsnr_range=None must be"),
     ):
         refused = run_repo_script(

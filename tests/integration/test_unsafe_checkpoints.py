@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers.payloads import FIXTURES_DIR, PAYLOADS
 from tests.helpers.runs import path_overrides, run_script
-from tinyldm.utils.autoencoder_cache import MARKER_FORMAT
+from tinyldm.training.autoencoder_cache import MARKER_FORMAT
 from tinyldm.utils.checkpoints import UnsafeCheckpointError
 from tinyldm.utils.files import sha256_of
 
@@ -19,7 +19,7 @@ TRAIN = ["model=ae", "debug=smoke", "logger=none", "evaluation.enabled=false"]
 
 def _plant_cache_entry(compose, tmp_path, checkpoint_path):
     """Put ``checkpoint_path`` where a run with TRAIN's config looks for its stage-1 cache entry, marked complete."""
-    from tinyldm.utils.autoencoder_cache import AutoencoderCache
+    from tinyldm.training.autoencoder_cache import AutoencoderCache
     from tinyldm.utils.instantiate import build
 
     cfg = compose(TRAIN)

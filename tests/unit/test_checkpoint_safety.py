@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tests.helpers.payloads import LEGACY_AUTOENCODER, LEGACY_DIFFUSION, pickle_payload, target_payload
-from tinyldm.diffusion import DiffusionSampler, NoiseSchedule
+from tinyldm.diffusion import SOLVERS, ClassifierFreeGuidance, DDIMSolver, NoiseSchedule
+from tinyldm.diffusion.loss import DiffusionLoss
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import LatentDiffusionModule
 from tinyldm.utils.checkpoints import (
@@ -18,7 +19,7 @@ from tinyldm.utils.checkpoints import (
     require_stage,
     restore_module,
 )
-from tinyldm.utils.instantiate import UnsafeTargetError, check_file_targets, check_target
+from tinyldm.utils.instantiate import LEGACY_TARGETS, UnsafeTargetError, check_file_targets, check_target
 
 
 @pytest.mark.parametrize("stage", ["autoencoder", "diffusion"])
@@ -39,7 +40,7 @@ def test_target_payload_is_refused_before_anything_is_built(tmp_path, stage, cls
     path = target_payload(stage, tmp_path / "evil.ckpt", marker)
     raw = torch.load(path, weights_only=True)  # loads cleanly as data ...
     with contextlib.suppress(Exception):
-        cls(**raw["hyper_parameters"])  # ... and building from it runs the target
+        cls(**cls.upgrade_hyperparameters(raw["hyper_parameters"]))  # ... and building from it runs the target
     assert marker.exists()
     marker.unlink()
     with pytest.raises(UnsafeCheckpointError, match=r"evil\.ckpt.*unsafe.*tinyldm\.utils\.files\.write_text"):
@@ -73,11 +74,44 @@ def test_targets_outside_the_allow_list_are_refused(target):
         "tinyldm.unet.UNet",
         "torch.optim.AdamW",
         "torch.optim.lr_scheduler.OneCycleLR",
-        "tinyldm.diffusion.DiffusionSampler",
+        "tinyldm.diffusion.NoiseSchedule",
+        "tinyldm.diffusion.DDIMSolver",
+        "tinyldm.diffusion.ddim.DDIMSolver",  # what Solver.as_config() writes
+        "tinyldm.diffusion.dpm_solver_sde.DPMSolver2MSDE",
+        "tinyldm.diffusion.guidance.ClassifierFreeGuidance",
+        "tinyldm.diffusion.AdaptiveProjectedGuidance",
+        "tinyldm.diffusion.loss.DiffusionLoss",
+        "tinyldm.diffusion.DiffusionSampler",  # an earlier release's sampler: converted, never built
     ],
 )
 def test_the_projects_own_targets_are_allowed(target):
     check_target(target, "checkpoint 'x.ckpt'")
+
+
+@pytest.mark.parametrize("target", sorted(LEGACY_TARGETS))
+def test_earlier_releases_class_names_are_allowed_though_they_name_no_class_now(target):
+    """Earlier releases stored these; their configs are converted (never built), so a file may still name them."""
+    import tinyldm.diffusion
+
+    assert not hasattr(tinyldm.diffusion, target.rsplit(".", 1)[-1])  # nothing to build from them
+    check_target(target, "checkpoint 'x.ckpt'")
+    check_file_targets({"sampler": {"_target_": target, "kind": "ddim"}}, "f")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "tinyldm.diffusion.DDIMScheduler.step",  # a legacy name is allowed only as itself
+        "tinyldm.diffusion.ddim.DDIMScheduler",
+        "tinyldm.diffusion.DiffusionSampler.__init__",
+        "tinyldm.diffusion.DiffusionSamplers",
+        "tinyldm.diffusion.sampling.sample",  # a project function, not a class
+        "tinyldm.diffusion.sampling.split_legacy_sampler",
+    ],
+)
+def test_lookalikes_of_legacy_or_current_targets_are_still_refused(target):
+    with pytest.raises(UnsafeTargetError, match="only classes from tinyldm.*, torch.optim.*"):
+        check_target(target, "checkpoint 'x.ckpt'")
 
 
 def test_nested_targets_and_interpolations_are_checked():
@@ -107,9 +141,14 @@ def _restore_diffusion(path=LEGACY_DIFFUSION) -> LatentDiffusionModule:
     ids=["ddpm", "ddim-eta", "dpmpp_2m"],
 )
 def test_previous_release_scheduler_config_is_translated_and_samples_with_every_solver(sampler):
-    """Its stored ``scheduler`` is a DDPMScheduler (solver) config; the module reads it as the noise schedule."""
+    """Its stored ``scheduler`` is a DDPMScheduler (solver) config; the module reads it as the noise schedule.
+
+    Its ``sampler`` (one DiffusionSampler config: the solver and the guidance) becomes a solver and a guidance."""
+    stored = torch.load(LEGACY_DIFFUSION, weights_only=True)["hyper_parameters"]
+    assert stored["scheduler"]["_target_"] == "tinyldm.diffusion.DDPMScheduler"  # the file says what it said
+    assert stored["sampler"]["_target_"] == "tinyldm.diffusion.DiffusionSampler"
     model = _restore_diffusion()
-    assert model.hparams.scheduler["_target_"] == "tinyldm.diffusion.DDPMScheduler"  # stored as written, not edited
+    assert model.hparams.scheduler["_target_"] == "tinyldm.diffusion.NoiseSchedule"  # read as this release's
     assert isinstance(model.noise_schedule, NoiseSchedule)
     assert model.noise_schedule.config == {
         "num_train_timesteps": 1000,
@@ -118,12 +157,16 @@ def test_previous_release_scheduler_config_is_translated_and_samples_with_every_
         "beta_end": 0.02,
         "prediction_type": "epsilon",
     }
-    assert model.sampler == DiffusionSampler(kind="ddim", steps=50, eta=0.0, guidance_scale=3.0)
+    assert model.solver == DDIMSolver(steps=50, eta=0.0)
+    assert model.guidance == ClassifierFreeGuidance(scale=3.0)
+    assert model.loss == DiffusionLoss(min_snr_gamma=5)
+    settings = {key: value for key, value in sampler.items() if key != "kind"}
     draw = [
         model.sample(
             torch.tensor([3, 7]),
             generator=torch.Generator().manual_seed(0),
-            sampler=DiffusionSampler(guidance_scale=2.0, **sampler),
+            solver=SOLVERS[sampler["kind"]](**settings),
+            guidance=ClassifierFreeGuidance(scale=2.0),
         )
         for _ in range(2)
     ]
@@ -131,25 +174,22 @@ def test_previous_release_scheduler_config_is_translated_and_samples_with_every_
     assert torch.equal(draw[0], draw[1])
 
 
-def test_previous_release_clip_sample_keeps_its_effect_or_is_refused(tmp_path):
-    """A stored scheduler.clip_sample=true moves to the checkpoint's sampler; a sampler without it is refused."""
+def test_previous_release_clip_sample_keeps_its_effect(tmp_path):
+    """A stored scheduler.clip_sample=true moves to the checkpoint's solver, and a solver changed from it keeps it."""
+    from tinyldm.pipeline import LatentDiffusionPipeline
+
     checkpoint = torch.load(LEGACY_DIFFUSION, weights_only=True)
     checkpoint["hyper_parameters"]["scheduler"].update(clip_sample=True, clip_sample_range=0.5)
     path = tmp_path / "clipped.ckpt"
     torch.save(checkpoint, path)
     model = _restore_diffusion(path)
-    assert (model.sampler.clip_sample, model.sampler.clip_sample_range) == (True, 0.5)
-    labels, steps = torch.tensor([1]), {"kind": "ddim", "steps": 2}
-    needs = r"tinyldm <= 0.1.*pass sampler.clip_sample=true sampler.clip_sample_range=0.5"
-    with pytest.raises(ValueError, match=needs):
-        model.sample(labels, sampler=DiffusionSampler(**steps))
-    clipped = model.sample(
-        labels,
-        generator=torch.Generator().manual_seed(0),
-        sampler=DiffusionSampler(**steps, clip_sample=True, clip_sample_range=0.5),
-    )
+    assert (model.solver.clip_sample, model.solver.clip_sample_range) == (True, 0.5)
+    labels = torch.tensor([1])
+    solver, _ = LatentDiffusionPipeline(model).sampling_for(sampler={"steps": 2})  # sampler.steps=2
+    assert solver == DDIMSolver(steps=2, clip_sample=True, clip_sample_range=0.5)
+    clipped = model.sample(labels, generator=torch.Generator().manual_seed(0), solver=solver)
     unclipped = _restore_diffusion().sample(
-        labels, generator=torch.Generator().manual_seed(0), sampler=DiffusionSampler(**steps)
+        labels, generator=torch.Generator().manual_seed(0), solver=DDIMSolver(steps=2)
     )
     assert not torch.equal(clipped, unclipped)  # the clipping really happens
 
@@ -162,9 +202,12 @@ def test_current_checkpoint_hyper_parameters_restore(compose, tmp_path):
     assert module.hparams.scheduler["_target_"] == "tinyldm.diffusion.NoiseSchedule"
     path = tmp_path / "current.ckpt"
     save_diffusion_checkpoint(module, path)
+    assert module.hparams.sampler["_target_"].startswith("tinyldm.diffusion.")
     restored = _restore_diffusion(path)
     assert restored.noise_schedule.config == module.noise_schedule.config
-    assert restored.sampler == module.sampler
+    assert restored.solver == module.solver and restored.guidance == module.guidance
+    assert restored.loss == module.loss
+    assert LatentDiffusionModule.upgrade_hyperparameters(dict(module.hparams)) == dict(module.hparams)  # nothing to do
 
 
 def test_truncated_checkpoint_is_corrupt_not_unsafe(tmp_path):

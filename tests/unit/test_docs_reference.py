@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from tests.helpers.runs import REPO, load_script
 
 docs_reference = load_script("scripts/docs_reference.py")
+CFG, APG = "tinyldm.diffusion.ClassifierFreeGuidance", "tinyldm.diffusion.AdaptiveProjectedGuidance"
 
 
 def test_the_generated_docs_are_current():
@@ -26,7 +27,7 @@ def test_the_shipped_table_states_what_each_experiment_composes_to():
     cfg = docs_reference._compose(["model=vqvae", "+experiment=mnist_cond"])
     assert f"{cfg.diffusion.max_steps} steps × {cfg.diffusion.batch_size}" in main_job
     assert f"{cfg.sampler.steps} steps" in main_job and "SDE-DPM-Solver++(2M)" in main_job
-    assert docs_reference.guidance_text(cfg.sampler) in main_job
+    assert docs_reference.guidance_text(cfg.guidance) in main_job
     text_job = next(line for line in table.splitlines() if line.startswith("| `mnist_text`"))
     assert "CFG s = 4 |" in text_job
 
@@ -37,7 +38,7 @@ def test_a_changed_setting_makes_the_stated_one_stale(monkeypatch):
 
     def compose_with_another_scale(overrides):
         cfg = real(overrides)
-        cfg.sampler.guidance_scale = 2.5
+        cfg.guidance.scale = 2.5
         return cfg
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
@@ -48,21 +49,12 @@ def test_a_changed_setting_makes_the_stated_one_stale(monkeypatch):
 @pytest.mark.parametrize(
     "settings,expected",
     [
-        ({"guidance_method": "cfg", "guidance_scale": 2, "autoguidance_scale": 1}, "CFG s = 2"),
+        ({"_target_": CFG, "scale": 2, "autoguidance": 1}, "CFG s = 2"),
         (
-            {
-                "guidance_method": "apg",
-                "guidance_scale": 3,
-                "apg_eta": 0,
-                "apg_momentum": -0.5,
-                "autoguidance_scale": 3,
-            },
+            {"_target_": APG, "scale": 3, "eta": 0, "momentum": -0.5, "autoguidance": 3},
             "APG s = 3 (η = 0, β = −0.5), autoguidance w = 3",
         ),
-        (
-            {"guidance_method": "cfg", "guidance_scale": 2, "autoguidance_scale": 1, "guidance_interval": [100, 600]},
-            "CFG s = 2 at t in [100, 600]",
-        ),
+        ({"_target_": CFG, "scale": 2, "autoguidance": 1, "interval": [100, 600]}, "CFG s = 2 at t in [100, 600]"),
     ],
 )
 def test_guidance_is_written_as_the_docs_write_it(settings, expected):

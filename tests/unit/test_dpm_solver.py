@@ -8,10 +8,12 @@ import torch
 from tests.unit.test_schedulers import BETA_RANGE, DIFFUSERS_SCHEDULE_NAME, _ours, schedules
 from tinyldm.diffusion import (
     PREDICTION_TYPES,
-    DDIMScheduler,
-    DiffusionSampler,
-    DPMSolverMultistepScheduler,
+    ClassifierFreeGuidance,
+    ConditionedDenoiser,
+    DDIMSolver,
+    DPMSolver2M,
     NoiseSchedule,
+    sample,
 )
 
 prediction_types = pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
@@ -41,8 +43,7 @@ def _diffusers_dpm(schedule: str, prediction_type: str, timesteps: list[int]):
 @prediction_types
 @pytest.mark.parametrize("steps", [8, 20])
 def test_full_trajectory_matches_diffusers(schedule, prediction_type, steps):
-    ours = _ours(DPMSolverMultistepScheduler, schedule, prediction_type)
-    ours.set_timesteps(steps)
+    ours = _ours(DPMSolver2M, schedule, prediction_type, steps=steps)
     theirs = _diffusers_dpm(schedule, prediction_type, [int(t) for t in ours.timesteps])
     assert [int(t) for t in theirs.timesteps] == [int(t) for t in ours.timesteps]
 
@@ -67,14 +68,14 @@ def _gaussian_data_denoiser(sched: NoiseSchedule, mean: float, std: float):
     return predict
 
 
-def _solve(sched, steps: int, x_T: torch.Tensor, predict) -> tuple[torch.Tensor, torch.Tensor]:
+def _solve(sched, schedule: NoiseSchedule, x_T: torch.Tensor, predict) -> tuple[torch.Tensor, torch.Tensor]:
     """(few-step solution, the same ODE solved with every training step over the same interval)."""
-    sched.set_timesteps(steps)
+    sched.set_timesteps(schedule)
     x = x_T
     for t in sched.timesteps:
         x = sched.step(predict(x, int(t)), t, x).prev_sample
-    fine = DDIMScheduler(sched.schedule)  # the same training schedule, every timestep
-    fine.set_timesteps(sched.num_train_timesteps)
+    fine = DDIMSolver(steps=None)  # the same training schedule, every timestep
+    fine.set_timesteps(schedule)
     reference = x_T
     for t in range(int(sched.timesteps[0]), -1, -1):
         reference = fine.step(predict(reference, t), t, reference).prev_sample
@@ -84,11 +85,11 @@ def _solve(sched, steps: int, x_T: torch.Tensor, predict) -> tuple[torch.Tensor,
 def test_ten_steps_are_closer_to_the_exact_ode_solution_than_ddim():
     """With the exact denoiser of Gaussian data, DPM-Solver++ at 10 steps beats DDIM at 10 steps."""
     schedule = NoiseSchedule()
-    ddim, dpm = DDIMScheduler(schedule), DPMSolverMultistepScheduler(schedule)
+    ddim, dpm = DDIMSolver(steps=10), DPMSolver2M(steps=10)
     predict = _gaussian_data_denoiser(schedule, mean=0.5, std=1.0)
     x_T = torch.randn(4096, generator=torch.Generator().manual_seed(0))
-    ddim_error = (lambda x, ref: (x - ref).abs().mean())(*_solve(ddim, 10, x_T, predict))
-    samples, reference = _solve(dpm, 10, x_T, predict)
+    ddim_error = (lambda x, ref: (x - ref).abs().mean())(*_solve(ddim, schedule, x_T, predict))
+    samples, reference = _solve(dpm, schedule, x_T, predict)
     dpm_error = (samples - reference).abs().mean()
     assert dpm_error < 0.5 * ddim_error, (float(dpm_error), float(ddim_error))
     # the reference really is the data distribution, so the comparison above is against the truth
@@ -96,8 +97,9 @@ def test_ten_steps_are_closer_to_the_exact_ode_solution_than_ddim():
 
 
 def test_out_of_order_step_is_refused_and_set_timesteps_restarts():
-    sched = DPMSolverMultistepScheduler(NoiseSchedule(num_train_timesteps=100))
-    sched.set_timesteps(10)
+    schedule = NoiseSchedule(num_train_timesteps=100)
+    sched = DPMSolver2M(steps=10)
+    sched.set_timesteps(schedule)
     assert sched.timesteps.tolist() == [99, 89, 79, 69, 59, 49, 39, 29, 19, 9]  # trailing grid
     x = torch.zeros(1, 1, 2, 2)
     sched.step(x, 99, x)
@@ -105,19 +107,19 @@ def test_out_of_order_step_is_refused_and_set_timesteps_restarts():
         sched.step(x, 49, x)
     with pytest.raises(ValueError, match="timestep 50 is not on this solver's grid"):
         sched.previous_timestep(50)
-    sched.set_timesteps(10)
+    sched.set_timesteps(schedule)
     sched.step(x, 99, x)  # a fresh trajectory is accepted
 
 
-def test_sampler_config_kind_dpmpp_2m_samples_deterministically():
-    sampler = DiffusionSampler(kind="dpmpp_2m", steps=6, guidance_scale=2.0)
+def test_dpmpp_2m_with_guidance_samples_deterministically():
+    solver, guidance = DPMSolver2M(steps=6), ClassifierFreeGuidance(scale=2.0)
     schedule = NoiseSchedule(num_train_timesteps=100)
 
     def denoiser(x, t, context):  # (B, C, H, W), (B,), (B, L, D)
         return 0.1 * x + context.mean(dim=(1, 2)).reshape(-1, 1, 1, 1)
 
-    cond, uncond = torch.ones(3, 2, 4), torch.zeros(1, 2, 4)
-    a = sampler.sample(denoiser, schedule, (3, 1, 4, 4), cond, uncond, generator=torch.Generator().manual_seed(0))
-    b = sampler.sample(denoiser, schedule, (3, 1, 4, 4), cond, uncond, generator=torch.Generator().manual_seed(0))
+    model = ConditionedDenoiser(denoiser, torch.ones(3, 2, 4), uncond_context=torch.zeros(1, 2, 4))
+    a = sample(model, schedule, solver, guidance, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+    b = sample(model, schedule, solver, guidance, (3, 1, 4, 4), generator=torch.Generator().manual_seed(0))
     assert a.shape == (3, 1, 4, 4) and torch.isfinite(a).all()
     assert torch.equal(a, b)

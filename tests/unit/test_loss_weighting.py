@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tinyldm.diffusion import NoiseSchedule
+from tinyldm.diffusion.loss import DiffusionLoss
 from tinyldm.diffusion.loss_weighting import min_snr_weights, validate_min_snr_gamma
 
 
@@ -42,25 +43,35 @@ def test_epsilon_weights_damp_only_the_nearly_clean_timesteps():
 def test_bad_gamma_is_refused_with_its_value(gamma):
     with pytest.raises(ValueError, match="min_snr_gamma.*got"):
         validate_min_snr_gamma(gamma)
+    with pytest.raises(ValueError, match="min_snr_gamma.*got"):
+        DiffusionLoss(min_snr_gamma=gamma)  # diffusion.loss.min_snr_gamma
     assert validate_min_snr_gamma(None) is None and validate_min_snr_gamma(5) == 5.0
+    assert DiffusionLoss(min_snr_gamma=5).min_snr_gamma == 5.0
 
 
 def test_diffusion_module_weights_training_loss_but_not_validation_loss(compose):
-    """diffusion.min_snr_gamma reaches the module; weighted=False (validation) is the plain MSE."""
+    """diffusion.loss.min_snr_gamma reaches the module; weighted=False (validation) is the plain MSE."""
     from tests.helpers.modules import diffusion_module
 
     cfg = compose(["debug=smoke", "model=ae"])
     latent_shape = (4, 8, 8)
 
     def module(gamma):
-        return diffusion_module(cfg, latent_shape, min_snr_gamma=gamma)
+        return diffusion_module(cfg, latent_shape, loss={"min_snr_gamma": gamma})
 
     plain, weighted = module(None), module(5.0)
+    assert (plain.loss.min_snr_gamma, weighted.loss.min_snr_gamma) == (None, 5.0)
     latents, labels = torch.randn(16, *latent_shape), torch.arange(16) % 10
 
     def loss(m, **kwargs):
-        return m.diffusion_loss(
-            m.denoiser, latents, labels, generator=torch.Generator().manual_seed(1), drop_labels=False, **kwargs
+        return m.loss(
+            m.denoiser,
+            m.noise_schedule,
+            latents,
+            labels,
+            generator=torch.Generator().manual_seed(1),
+            drop_labels=False,
+            **kwargs,
         )
 
     assert torch.equal(loss(weighted, weighted=False), loss(plain))  # same weights, same draws: identical MSE

@@ -12,9 +12,9 @@ from tinyldm.diffusion import (
     BETA_SCHEDULES,
     PREDICTION_TYPES,
     SOLVERS,
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
+    DDIMSolver,
+    DDPMSolver,
+    DPMSolver2M,
     NoiseSchedule,
     SchedulerOutput,
     from_legacy_config,
@@ -38,9 +38,12 @@ def _schedule(schedule: str, prediction_type: str = "epsilon") -> NoiseSchedule:
     )
 
 
-def _ours(cls, schedule: str, prediction_type: str = "epsilon", **kwargs):
-    """Solver ``cls`` on the named training schedule (``kwargs``: the solver's own options)."""
-    return cls(_schedule(schedule, prediction_type), **kwargs)
+def _ours(cls, schedule: str, prediction_type: str = "epsilon", steps: int | None = None, **kwargs):
+    """Solver ``cls`` with ``steps`` (``None``: every timestep) laid on the named training schedule (``kwargs``: the
+    solver's own options)."""
+    solver = cls(steps=steps, **kwargs)
+    solver.set_timesteps(_schedule(schedule, prediction_type))
+    return solver
 
 
 def _theirs(name: str, schedule: str, prediction_type: str = "epsilon"):
@@ -139,9 +142,8 @@ def test_add_noise_keeps_dtype_and_uses_per_sample_timesteps():
 @pytest.mark.parametrize("name", ["ddpm", "ddim"])
 @pytest.mark.parametrize("steps", [1, 7, 50, 333, 1000])
 def test_set_timesteps_matches_diffusers_leading_spacing(name, steps):
-    ours = _ours(SOLVERS[name], "linear")
+    ours = _ours(SOLVERS[name], "linear", steps=steps)
     theirs = _theirs(name, "linear")
-    ours.set_timesteps(steps)
     theirs.set_timesteps(steps)
     assert ours.timesteps.dtype == torch.long
     assert torch.equal(ours.timesteps, theirs.timesteps)
@@ -149,15 +151,24 @@ def test_set_timesteps_matches_diffusers_leading_spacing(name, steps):
 
 
 def test_default_grid_is_every_training_timestep():
-    sched = DDPMScheduler(NoiseSchedule(num_train_timesteps=10))
+    sched = DDPMSolver()
+    assert sched.steps is None and sched.timesteps.tolist() == []  # no grid before a schedule is bound
+    sched.set_timesteps(NoiseSchedule(num_train_timesteps=10))
     assert sched.timesteps.tolist() == list(range(9, -1, -1))
 
 
-@pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler])
+@pytest.mark.parametrize("cls", SOLVERS.values())
 @pytest.mark.parametrize("steps", [0, 1001, -3, 2.5])
 def test_set_timesteps_rejects_out_of_range(cls, steps):
-    with pytest.raises(ValueError, match=rf"num_inference_steps.*got {steps}"):
-        cls(NoiseSchedule()).set_timesteps(steps)
+    """Not a step count: refused when the solver is built; more steps than T: when it meets the schedule."""
+    with pytest.raises(ValueError, match=rf"steps.*{steps}"):
+        cls(steps=steps).set_timesteps(NoiseSchedule())
+    if steps == 1001:
+        with pytest.raises(ValueError, match="steps=1001 exceeds the noise schedule's num_train_timesteps=1000"):
+            cls(steps=steps).check_schedule(NoiseSchedule())
+    else:
+        with pytest.raises(ValueError, match=rf"steps must be an integer >= 1 or null .*got {steps}"):
+            cls(steps=steps)
 
 
 # ---------------------------------------------------------------------- DDPM step
@@ -167,10 +178,9 @@ def test_set_timesteps_rejects_out_of_range(cls, steps):
 @prediction_types
 @pytest.mark.parametrize("num_inference_steps", [None, 50])
 def test_ddpm_step_matches_diffusers_with_identical_generators(schedule, prediction_type, num_inference_steps):
-    ours = _ours(DDPMScheduler, schedule, prediction_type)
+    ours = _ours(DDPMSolver, schedule, prediction_type, steps=num_inference_steps)
     theirs = _theirs("ddpm", schedule, prediction_type)
     if num_inference_steps is not None:
-        ours.set_timesteps(num_inference_steps)
         theirs.set_timesteps(num_inference_steps)
     grid = ours.timesteps
     gen = torch.Generator().manual_seed(1)
@@ -186,7 +196,8 @@ def test_ddpm_step_matches_diffusers_with_identical_generators(schedule, predict
 
 
 def test_ddpm_step_adds_noise_except_at_t0_and_accepts_explicit_noise():
-    sched = DDPMScheduler(NoiseSchedule(num_train_timesteps=100))
+    sched = DDPMSolver()
+    sched.set_timesteps(NoiseSchedule(num_train_timesteps=100))
     sample = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(0))
     eps = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(1))
     a = sched.step(eps, 50, sample, generator=torch.Generator().manual_seed(2)).prev_sample
@@ -206,9 +217,8 @@ def test_ddpm_step_adds_noise_except_at_t0_and_accepts_explicit_noise():
 @prediction_types
 @pytest.mark.parametrize("eta", [0.0, 0.5])
 def test_ddim_step_matches_diffusers(schedule, prediction_type, eta):
-    ours = _ours(DDIMScheduler, schedule, prediction_type)
+    ours = _ours(DDIMSolver, schedule, prediction_type, steps=50)
     theirs = _theirs("ddim", schedule, prediction_type)
-    ours.set_timesteps(50)
     theirs.set_timesteps(50)
     gen = torch.Generator().manual_seed(2)
     sample = torch.randn(2, 3, 4, 4, generator=gen)  # (B, C, H, W)
@@ -223,8 +233,8 @@ def test_ddim_step_matches_diffusers(schedule, prediction_type, eta):
 
 
 def test_ddim_eta_from_constructor_and_seeded_generator_are_used():
-    sched = DDIMScheduler(NoiseSchedule(num_train_timesteps=100), eta=0.5)
-    sched.set_timesteps(10)
+    sched = DDIMSolver(steps=10, eta=0.5)
+    sched.set_timesteps(NoiseSchedule(num_train_timesteps=100))
     sample = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(0))
     eps = torch.randn(1, 1, 3, 3, generator=torch.Generator().manual_seed(1))
     a = sched.step(eps, 50, sample, generator=torch.Generator().manual_seed(4)).prev_sample
@@ -254,12 +264,9 @@ def _oracle(sched: NoiseSchedule, x0: torch.Tensor):
 
 @schedules
 @prediction_types
-@pytest.mark.parametrize(
-    ("cls", "steps"), [(DDIMScheduler, 50), (DPMSolverMultistepScheduler, 10)], ids=["ddim", "dpmpp_2m"]
-)
+@pytest.mark.parametrize(("cls", "steps"), [(DDIMSolver, 50), (DPMSolver2M, 10)], ids=["ddim", "dpmpp_2m"])
 def test_deterministic_loop_with_exact_oracle_recovers_x0(schedule, prediction_type, cls, steps):
-    sched = _ours(cls, schedule, prediction_type)
-    sched.set_timesteps(steps)
+    sched = _ours(cls, schedule, prediction_type, steps=steps)
     gen = torch.Generator().manual_seed(3)
     x0 = torch.randn(2, 1, 4, 4, generator=gen).clamp(-2, 2)  # (B, C, H, W)
     predict = _oracle(sched.schedule, x0)
@@ -271,8 +278,8 @@ def test_deterministic_loop_with_exact_oracle_recovers_x0(schedule, prediction_t
 
 
 def test_ddpm_loop_with_exact_oracle_recovers_x0():
-    sched = DDPMScheduler(NoiseSchedule(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
-    sched.set_timesteps(25)
+    sched = DDPMSolver(steps=25)
+    sched.set_timesteps(NoiseSchedule(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))
     gen = torch.Generator().manual_seed(4)
     x0 = torch.randn(2, 1, 4, 4, generator=gen).clamp(-2, 2)
     predict = _oracle(sched.schedule, x0)
@@ -285,13 +292,13 @@ def test_ddpm_loop_with_exact_oracle_recovers_x0():
 @pytest.mark.parametrize("cls", SOLVERS.values())
 def test_clip_sample_clamps_predicted_x0(cls):
     schedule = NoiseSchedule(num_train_timesteps=100, prediction_type="sample")
-    sched = cls(schedule, clip_sample=True, clip_sample_range=0.5)
-    sched.set_timesteps(10)
+    sched = cls(steps=10, clip_sample=True, clip_sample_range=0.5)
+    sched.set_timesteps(schedule)
     t = int(sched.timesteps[0])
     out = sched.step(torch.full((1, 1, 2, 2), 3.0), t, torch.zeros(1, 1, 2, 2))
     assert out.pred_original_sample.max().item() == pytest.approx(0.5)
-    unclipped = cls(sched.schedule)
-    unclipped.set_timesteps(10)
+    unclipped = cls(steps=10)
+    unclipped.set_timesteps(schedule)
     assert unclipped.step(torch.full((1, 1, 2, 2), 3.0), t, torch.zeros(1, 1, 2, 2)).pred_original_sample.max() == 3.0
 
 
@@ -316,7 +323,7 @@ def test_bad_schedule_arguments_raise_with_value(kwargs, match):
 
 
 def test_noise_schedule_takes_exactly_its_own_arguments():
-    """Inference-time options belong to the solvers / sampler; the schedule has no tolerant config system."""
+    """Inference-time options belong to the solvers; the schedule has no tolerant config system."""
     for key, value in (("clip_sample", False), ("eta", 0.0), ("_target_", "tinyldm.diffusion.NoiseSchedule")):
         with pytest.raises(TypeError, match=key):
             NoiseSchedule(**{key: value})
@@ -333,34 +340,59 @@ def test_noise_schedule_takes_exactly_its_own_arguments():
 @pytest.mark.parametrize("cls", SOLVERS.values())
 def test_bad_solver_arguments_raise_with_value(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        cls(NoiseSchedule(), **kwargs)
+        cls(**kwargs)
 
 
 @pytest.mark.parametrize("cls", SOLVERS.values())
-def test_solvers_are_built_on_a_noise_schedule(cls):
-    with pytest.raises(TypeError, match=r"built on a NoiseSchedule, got dict"):
-        cls({"num_train_timesteps": 10})
+def test_solvers_run_on_a_noise_schedule(cls):
+    with pytest.raises(TypeError, match=r"runs on a NoiseSchedule, got dict"):
+        cls().set_timesteps({"num_train_timesteps": 10})
+    with pytest.raises(TypeError, match=r"runs on a NoiseSchedule, got dict"):
+        cls().check_schedule({"num_train_timesteps": 10})
+    with pytest.raises(RuntimeError, match=r"call set_timesteps\(schedule\) before stepping"):
+        cls().step(torch.zeros(1, 1, 2, 2), 5, torch.zeros(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("cls", SOLVERS.values())
+def test_solver_settings_are_its_config(cls):
+    """The constructor arguments, read back; ``replace`` builds a validated new solver; the schedule is no setting."""
+    from tinyldm.utils.instantiate import build
+
+    solver = cls(steps=7, clip_sample=True, clip_sample_range=2.0)
+    assert solver.config == {**cls().config, "steps": 7, "clip_sample": True, "clip_sample_range": 2.0}
+    assert build(solver.as_config()) == solver and solver != cls()
+    assert solver.replace(steps=3) == cls(steps=3, clip_sample=True, clip_sample_range=2.0) and solver.steps == 7
+    with pytest.raises(ValueError, match="steps.*got 0"):
+        solver.replace(steps=0)
+    with pytest.raises(TypeError, match=rf"{cls.__name__} \({cls.name}\) has no setting schedule; its settings: steps"):
+        solver.replace(schedule=NoiseSchedule())
 
 
 @pytest.mark.parametrize("eta", [-0.1, float("nan"), float("inf")])
 def test_ddim_rejects_bad_eta(eta):
     with pytest.raises(ValueError, match=rf"eta.*got {eta}"):
-        DDIMScheduler(NoiseSchedule(), eta=eta)
-    sched = DDIMScheduler(NoiseSchedule(num_train_timesteps=10))
+        DDIMSolver(eta=eta)
+    sched = DDIMSolver(steps=None)
+    sched.set_timesteps(NoiseSchedule(num_train_timesteps=10))
     with pytest.raises(ValueError, match=rf"eta.*got {eta}"):
         sched.step(torch.zeros(1, 1, 2, 2), 5, torch.zeros(1, 1, 2, 2), eta=eta)
 
 
-@pytest.mark.parametrize("cls", [DDPMScheduler, DDIMScheduler])
+@pytest.mark.parametrize("cls", [DDPMSolver, DDIMSolver])
 @pytest.mark.parametrize("t", [-1, 1000])
 def test_step_rejects_timestep_out_of_range(cls, t):
+    sched = cls(steps=None)
+    sched.set_timesteps(NoiseSchedule())
     with pytest.raises(ValueError, match=rf"timestep.*got {t}"):
-        cls(NoiseSchedule()).step(torch.zeros(1, 1, 2, 2), t, torch.zeros(1, 1, 2, 2))
+        sched.step(torch.zeros(1, 1, 2, 2), t, torch.zeros(1, 1, 2, 2))
 
 
 def test_schedule_and_solvers_hold_no_parameters():
     schedule = NoiseSchedule()
-    for obj in [schedule, *(cls(schedule) for cls in SOLVERS.values())]:
+    solvers = [cls() for cls in SOLVERS.values()]
+    for solver in solvers:
+        solver.set_timesteps(schedule)
+    for obj in [schedule, *solvers]:
         assert not isinstance(obj, nn.Module)
         assert not any(isinstance(v, nn.Parameter) for v in vars(obj).values())
 
@@ -399,14 +431,14 @@ def test_legacy_scheduler_config_becomes_a_noise_schedule_config():
         "beta_end": 0.02,
         "prediction_type": "epsilon",
     }
-    assert carried == {}  # clip_sample: false is the sampler's default
+    assert carried == {}  # clip_sample: false is the solvers' default
     from hydra.utils import instantiate
 
     assert isinstance(instantiate(schedule), NoiseSchedule)
 
 
 def test_legacy_clip_sample_and_ddim_eta():
-    """clip_sample: true is handed to the sampler; a DDIM config's eta (the sampler's always replaced it) is dropped."""
+    """clip_sample: true is handed to the solver; a DDIM config's eta (the sampler's always replaced it) is dropped."""
     legacy = {
         **LEGACY_CONFIG,
         "_target_": "tinyldm.diffusion.DDIMScheduler",

@@ -13,8 +13,7 @@ from tests.unit import test_unet as unet_tests
 from tests.unit.test_unet import CTX
 from tinyldm.conditioners import TextConditioner
 from tinyldm.denoiser import ConditionalDenoiser
-from tinyldm.diffusion import DiffusionSampler, NoiseSchedule
-from tinyldm.diffusion.guidance import guided_prediction
+from tinyldm.diffusion import ClassifierFreeGuidance, ConditionedDenoiser, DDPMSolver, NoiseSchedule, sample
 from tinyldm.text.prompts import HELD_OUT_TEMPLATES, PromptBank
 from tinyldm.unet import UNet
 
@@ -105,7 +104,8 @@ def test_guidance_with_prompt_masks_equals_its_two_halves():
         cond, cond_mask = denoiser.context(["a thin 3", "seven"], 2, drop_labels=False)
         uncond, uncond_mask = denoiser.unconditional_context(2)
         x, t = torch.randn(2, 4, 8, 8), torch.tensor([100, 700])
-        guided = guided_prediction(denoiser, x, t, cond, uncond[:1], 3.0, cond_mask, uncond_mask[:1])
+        model = ConditionedDenoiser(denoiser, cond, cond_mask, uncond[:1], uncond_mask[:1])
+        guided, _ = ClassifierFreeGuidance(scale=3.0).output(model, NoiseSchedule(), x, 100, t)
         c, u = denoiser(x, t, cond, cond_mask), denoiser(x, t, uncond, uncond_mask)
     torch.testing.assert_close(guided, u + 3.0 * (c - u), atol=1e-5, rtol=1e-4)
 
@@ -113,23 +113,15 @@ def test_guidance_with_prompt_masks_equals_its_two_halves():
 def test_sampling_from_prompts_is_seeded():
     denoiser = ConditionalDenoiser(tiny_unet(), text_conditioner()).eval()
     schedule = NoiseSchedule(num_train_timesteps=100)
-    sampler = DiffusionSampler(kind="ddpm", steps=5, guidance_scale=2.0)
+    solver, guidance = DDPMSolver(steps=5), ClassifierFreeGuidance(scale=2.0)
 
     def draw(prompts: list[str], seed: int) -> torch.Tensor:
         with torch.no_grad():
             cond, cond_mask = denoiser.context(prompts, len(prompts), drop_labels=False)
             uncond, uncond_mask = denoiser.unconditional_context(len(prompts))
+            model = ConditionedDenoiser(denoiser, cond, cond_mask, uncond_context=uncond, uncond_mask=uncond_mask)
             gen = torch.Generator().manual_seed(seed)
-            return sampler.sample(
-                denoiser,
-                schedule,
-                (len(prompts), 4, 8, 8),
-                cond,
-                uncond,
-                gen,
-                cond_mask=cond_mask,
-                uncond_mask=uncond_mask,
-            )
+            return sample(model, schedule, solver, guidance, (len(prompts), 4, 8, 8), gen)
 
     prompts = ["a thick 7", "the digit 2, slanted left"]
     first, again, other = draw(prompts, 0), draw(prompts, 0), draw(prompts, 1)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from tinyldm.diffusion import DiffusionSampler, DPMSolverMultistepScheduler, NoiseSchedule
+from tinyldm.diffusion import DDIMSolver, DDPMSolver, DPMSolver2M, DPMSolver2MSDE, NoiseSchedule
 from tinyldm.diffusion.timestep_grid import half_log_snr, logsnr_grid, trailing_grid
 
 COSINE = NoiseSchedule(beta_schedule="cosine", prediction_type="v_prediction")
@@ -71,13 +69,13 @@ def test_logsnr_grid_is_closer_to_the_exact_ode_solution_at_20_steps():
     all-timestep solution than the trailing grid's, and no sample changes class on it."""
     predict = _two_class_denoiser(COSINE, dim=256, separation=0.5, std=0.5)
     x_T = torch.randn(512, 256, generator=torch.Generator().manual_seed(0))  # (N, dim)
-    every = DPMSolverMultistepScheduler(COSINE)
-    every.set_timesteps(1000)
+    every = DPMSolver2M(steps=1000)
+    every.set_timesteps(COSINE)
     reference = _solve(every, x_T, predict)
     errors = {}
     for spacing, logsnr_range in (("trailing", None), ("logsnr", (-3.5, 3.0))):
-        solver = DPMSolverMultistepScheduler(COSINE, timestep_spacing=spacing, logsnr_range=logsnr_range)
-        solver.set_timesteps(20)
+        solver = DPMSolver2M(steps=20, timestep_spacing=spacing, logsnr_range=logsnr_range)
+        solver.set_timesteps(COSINE)
         samples = _solve(solver, x_T, predict)
         errors[spacing] = float((samples - reference).pow(2).mean().sqrt())
         flipped = (samples.mean(1).sign() != reference.mean(1).sign()).float().mean()
@@ -86,32 +84,50 @@ def test_logsnr_grid_is_closer_to_the_exact_ode_solution_at_20_steps():
     assert errors["logsnr"] < 0.7 * errors["trailing"], errors
 
 
-def test_sampler_builds_the_grid_it_is_given_and_all_timesteps_whatever_the_spacing():
-    sampler = DiffusionSampler(kind="dpmpp_2m", steps=20, timestep_spacing="logsnr", logsnr_range=[-3.5, 3.0])
-    assert sampler.logsnr_range == (-3.5, 3.0)
-    assert sampler.build_solver(COSINE).timesteps.tolist() == logsnr_grid(COSINE.alphas_cumprod, 20, (-3.5, 3.0))
-    every = DiffusionSampler(kind="dpmpp_2m", steps=None, timestep_spacing="logsnr", logsnr_range=[-3.5, 3.0])
-    assert every.build_solver(COSINE).timesteps.tolist() == list(range(999, -1, -1))
-    unset = DiffusionSampler(kind="dpmpp_2m")
-    assert unset.timestep_spacing is None and unset.grid_spacing == "trailing"  # unset: the kind's own grid
-    assert dataclasses.replace(unset, kind="ddim").grid_spacing == "leading"  # and still the own grid of a new kind
+@pytest.mark.parametrize("cls", [DPMSolver2M, DPMSolver2MSDE])
+def test_solver_builds_the_grid_it_is_given_and_all_timesteps_whatever_the_spacing(cls):
+    solver = cls(steps=20, timestep_spacing="logsnr", logsnr_range=[-3.5, 3.0])
+    assert solver.logsnr_range == (-3.5, 3.0)
+    solver.set_timesteps(COSINE)
+    assert solver.timesteps.tolist() == logsnr_grid(COSINE.alphas_cumprod, 20, (-3.5, 3.0))
+    every = cls(steps=None, timestep_spacing="logsnr", logsnr_range=[-3.5, 3.0])
+    every.set_timesteps(COSINE)
+    assert every.timesteps.tolist() == list(range(999, -1, -1))
+    unset = cls()
+    assert unset.timestep_spacing == "trailing" and unset.logsnr_range is None  # unset: DPM-Solver++'s own grid
+    unset.set_timesteps(COSINE)
+    assert unset.timesteps.tolist() == trailing_grid(1000, 20)
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"kind": "ddim", "timestep_spacing": "logsnr", "logsnr_range": [-3, 3]}, "not allowed for kind='ddim'"),
-        ({"kind": "dpmpp_2m", "timestep_spacing": "leading"}, "not allowed for kind='dpmpp_2m'; allowed: trailing"),
-        ({"kind": "dpmpp_2m", "timestep_spacing": "logsnr"}, r"logsnr_range=None must be \[lambda_noisy"),
-        ({"kind": "dpmpp_2m", "timestep_spacing": "logsnr", "logsnr_range": [3, -3]}, "lambda_noisy < lambda_clean"),
-        ({"kind": "dpmpp_2m", "timestep_spacing": "logsnr", "logsnr_range": [-3, "x"]}, "two finite numbers"),
-        ({"kind": "dpmpp_2m", "logsnr_range": [-3, 3]}, "only used by timestep_spacing=logsnr"),
-        ({"kind": "ddpm", "logsnr_range": [-3, 3]}, "only used by timestep_spacing=logsnr"),
+        ({"timestep_spacing": "leading"}, "timestep_spacing='leading' is not allowed; allowed: trailing, logsnr"),
+        ({"timestep_spacing": "logsnr"}, r"logsnr_range=None must be \[lambda_noisy"),
+        ({"timestep_spacing": "logsnr", "logsnr_range": [3, -3]}, "lambda_noisy < lambda_clean"),
+        ({"timestep_spacing": "logsnr", "logsnr_range": [-3, "x"]}, "two finite numbers"),
+        ({"logsnr_range": [-3, 3]}, "only used by timestep_spacing=logsnr"),
     ],
 )
-def test_bad_grid_settings_are_refused_on_construction(settings, message):
+@pytest.mark.parametrize("cls", [DPMSolver2M, DPMSolver2MSDE])
+def test_bad_grid_settings_are_refused_on_construction(cls, settings, message):
     with pytest.raises(ValueError, match=message):
-        DiffusionSampler(**settings)
+        cls(**settings)
+    with pytest.raises(ValueError, match=message):
+        cls().replace(**settings)
+
+
+@pytest.mark.parametrize("cls", [DDPMSolver, DDIMSolver])
+@pytest.mark.parametrize(
+    "settings", [{"timestep_spacing": "logsnr", "logsnr_range": [-3, 3]}, {"logsnr_range": [-3, 3]}]
+)
+def test_ddpm_and_ddim_walk_their_leading_grid_and_take_no_other(cls, settings):
+    """Their grid is DDIM's "leading" one, not a setting: a grid option given to them is refused naming it."""
+    assert not {"timestep_spacing", "logsnr_range"} & set(cls().config)
+    with pytest.raises(TypeError, match=rf"{cls.__name__} \({cls.name}\) has no setting .*logsnr_range"):
+        cls().replace(**settings)
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{next(iter(settings))}'"):
+        cls(**settings)
 
 
 @pytest.mark.parametrize(
@@ -124,10 +140,8 @@ def test_bad_grid_settings_are_refused_on_construction(settings, message):
     ],
 )
 def test_a_grid_that_does_not_fit_the_schedule_is_refused_before_sampling(steps, logsnr_range, message):
-    sampler = DiffusionSampler(kind="dpmpp_2m", steps=steps, timestep_spacing="logsnr", logsnr_range=logsnr_range)
+    solver = DPMSolver2M(steps=steps, timestep_spacing="logsnr", logsnr_range=logsnr_range)
     with pytest.raises(ValueError, match=message):
-        sampler.check_schedule(COSINE)
+        solver.check_schedule(COSINE)
     with pytest.raises(ValueError, match=message):
-        DPMSolverMultistepScheduler(COSINE, timestep_spacing="logsnr", logsnr_range=tuple(logsnr_range)).set_timesteps(
-            steps
-        )
+        solver.set_timesteps(COSINE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tinyldm.diffusion.loss import DiffusionLoss
 from tinyldm.diffusion.timestep_sampling import TimestepSampling
 
 T = 1000
@@ -41,25 +42,6 @@ def test_same_generator_same_timesteps():
     assert torch.equal(draw(sampling, 256, seed=7), draw(sampling, 256, seed=7))
 
 
-def test_stratified_takes_one_draw_from_each_slice_of_the_distribution():
-    """Kingma et al. 2021's low-discrepancy draw: a batch covers every equal-probability slice once."""
-    generator = torch.Generator().manual_seed(0)
-    uniform = TimestepSampling(stratified=True).sample(T, T, generator, "cpu")
-    assert torch.equal(uniform.sort().values, torch.arange(T))  # B = T: exactly one timestep per value
-    batch = 256
-    middle = TimestepSampling("logit_normal", loc=0.0, scale=1.0, stratified=True)
-    t = middle.sample(batch, T, generator, "cpu")
-    assert t.dtype == torch.int64 and t.min() >= 0 and t.max() < T
-    # the i-th smallest draw lies inside the distribution's i-th slice [q(i/B), q((i+1)/B)]
-    edges = torch.sigmoid(torch.special.ndtri(torch.linspace(0, 1, batch + 1).clamp(1e-7, 1 - 1e-7))) * T
-    ordered = t.sort().values.float()
-    assert bool(((ordered >= edges[:-1].floor()) & (ordered <= edges[1:])).all())
-    assert not torch.equal(t, t.sort().values)  # shuffled: which sample gets which slice is random
-    assert ordered.mean().item() == pytest.approx(T / 2, abs=5)  # symmetric slices: centred on every batch
-    again = middle.sample(batch, T, torch.Generator().manual_seed(5), "cpu")
-    assert torch.equal(again, middle.sample(batch, T, torch.Generator().manual_seed(5), "cpu"))
-
-
 @pytest.mark.parametrize(
     "config,message",
     [
@@ -67,31 +49,60 @@ def test_stratified_takes_one_draw_from_each_slice_of_the_distribution():
         ({"distribution": "logit_normal", "scale": 0}, r"scale=0 must be a finite number > 0"),
         ({"loc": float("nan")}, r"loc=nan must be a finite number"),
         ({"scale": True}, r"scale=True must be"),
-        ({"mean": 0.5}, r"unknown key\(s\) \['mean'\]; allowed: distribution, loc, scale, stratified"),
-        ({"stratified": "yes"}, r"stratified='yes' must be true or false"),
+        ({"mean": 0.5}, r"unknown key\(s\) \['mean'\]; allowed: distribution, loc, scale$"),
+        ({"stratified": True}, r"unknown key\(s\) \['stratified'\]; allowed: distribution, loc, scale$"),
     ],
 )
 def test_bad_settings_are_refused_by_name(config, message):
     with pytest.raises(ValueError, match=message):
         TimestepSampling.from_config(config)
+    with pytest.raises(ValueError, match=message):
+        DiffusionLoss(timestep_sampling=config)  # diffusion.loss.timestep_sampling
 
 
 def test_module_trains_on_its_sampling_but_validates_uniformly(compose):
-    """diffusion.timestep_sampling reaches the module's training loss; validation (weighted=False) ignores it."""
+    """diffusion.loss.timestep_sampling reaches the module's training loss; validation (weighted=False) ignores it."""
     from tests.helpers.modules import diffusion_module
 
     cfg = compose(["debug=smoke", "model=ae"])
-    uniform = diffusion_module(cfg, min_snr_gamma=None)
+    uniform = diffusion_module(cfg, loss={"min_snr_gamma": None})
     skewed = diffusion_module(
-        cfg, min_snr_gamma=None, timestep_sampling={"distribution": "logit_normal", "loc": 3.0, "scale": 0.1}
+        cfg,
+        loss={"min_snr_gamma": None, "timestep_sampling": {"distribution": "logit_normal", "loc": 3.0, "scale": 0.1}},
     )
-    assert skewed.timestep_sampling == TimestepSampling("logit_normal", 3.0, 0.1)
+    assert TimestepSampling.from_config(skewed.loss.timestep_sampling) == TimestepSampling("logit_normal", 3.0, 0.1)
+    assert skewed.loss == DiffusionLoss(timestep_sampling={"distribution": "logit_normal", "loc": 3.0, "scale": 0.1})
+    assert uniform.loss == DiffusionLoss()
     latents, labels = torch.randn(32, 4, 8, 8), torch.arange(32) % 10
 
     def loss(module, **kwargs):
         generator = torch.Generator().manual_seed(1)
-        return module.diffusion_loss(module.denoiser, latents, labels, generator, drop_labels=False, **kwargs)
+        return module.loss(
+            module.denoiser, module.noise_schedule, latents, labels, generator, drop_labels=False, **kwargs
+        )
 
     with torch.no_grad():
         assert torch.equal(loss(skewed, weighted=False), loss(uniform, weighted=False))
         assert not torch.equal(loss(skewed), loss(uniform))
+
+
+def test_earlier_checkpoints_timestep_sampling_becomes_the_loss():
+    """A checkpoint of an earlier release kept diffusion.timestep_sampling (with the removed ``stratified``) and
+    min_snr_gamma beside the module: both move into its loss, the removed switch dropped."""
+    from tinyldm.lit.diffusion_module import LatentDiffusionModule
+
+    older = {
+        "min_snr_gamma": 1.0,
+        "timestep_sampling": {"distribution": "logit_normal", "loc": 0.5, "scale": 1.0, "stratified": False},
+        "sampler": {"_target_": "tinyldm.diffusion.DDIMSolver"},
+    }
+    upgraded = LatentDiffusionModule.upgrade_hyperparameters(older)
+    assert "timestep_sampling" not in upgraded and "min_snr_gamma" not in upgraded
+    assert upgraded["loss"] == {
+        "_target_": "tinyldm.diffusion.loss.DiffusionLoss",
+        "min_snr_gamma": 1.0,
+        "timestep_sampling": {"distribution": "logit_normal", "loc": 0.5, "scale": 1.0},
+    }
+    loss = DiffusionLoss(**{k: v for k, v in upgraded["loss"].items() if k != "_target_"})
+    assert TimestepSampling.from_config(loss.timestep_sampling) == TimestepSampling("logit_normal", 0.5, 1.0)
+    assert LatentDiffusionModule.upgrade_hyperparameters({})["loss"]["timestep_sampling"] is None  # uniform

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tinyldm.diffusion.noise_schedule import NoiseSchedule, _is_number
+from tinyldm.diffusion.noise_schedule import _is_number
 from tinyldm.diffusion.solver import SchedulerOutput, Solver, randn_from
 
 
@@ -24,7 +24,7 @@ def validate_eta(eta: Any) -> float:
     return float(eta)
 
 
-class DDIMScheduler(Solver):
+class DDIMSolver(Solver):
     """DDIM sampling (Song et al., 2021, https://arxiv.org/abs/2010.02502).
 
     DDIM reuses a DDPM-trained network but takes large jumps along the grid set by
@@ -32,23 +32,19 @@ class DDIMScheduler(Solver):
     sampler (``eta = 0``) and DDPM-like ancestral noise (``eta = 1``).
 
     Args:
-        schedule: the training noise schedule.
+        steps: inference steps (``None``: every training timestep).
         eta: stochasticity of every :meth:`step` (>= 0).
         clip_sample: clamp each predicted ``x0``; see :class:`~tinyldm.diffusion.solver.Solver`.
         clip_sample_range: the bound of that clamp.
     """
 
-    def __init__(
-        self, schedule: NoiseSchedule, eta: float = 0.0, clip_sample: bool = False, clip_sample_range: float = 1.0
-    ) -> None:
-        self.eta = validate_eta(eta)
-        super().__init__(schedule, clip_sample=clip_sample, clip_sample_range=clip_sample_range)
+    name = "ddim"
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.schedule!r}, eta={self.eta!r}, clip_sample={self.clip_sample!r}, "
-            f"clip_sample_range={self.clip_sample_range!r})"
-        )
+    def __init__(
+        self, steps: int | None = 50, eta: float = 0.0, clip_sample: bool = False, clip_sample_range: float = 1.0
+    ) -> None:
+        super().__init__(steps, clip_sample=clip_sample, clip_sample_range=clip_sample_range)
+        self.eta = validate_eta(eta)
 
     def step(
         self,
@@ -75,7 +71,7 @@ class DDIMScheduler(Solver):
                 compare against another implementation with identical noise.
         """
         eta = self.eta if eta is None else validate_eta(eta)
-        schedule = self.schedule
+        schedule = self._bound()
         t = schedule.check_timestep(timestep)
         prev_t = self.previous_timestep(t)
         alpha_bar_t, alpha_bar_prev = schedule.alpha_bars(t, prev_t, sample.device)

@@ -12,7 +12,7 @@ from torch import Tensor
 from tinyldm.diffusion.solver import SchedulerOutput, Solver, randn_from
 
 
-class DDPMScheduler(Solver):
+class DDPMSolver(Solver):
     """Ancestral DDPM sampling (Ho et al., 2020, https://arxiv.org/abs/2006.11239), "fixed_small" variance.
 
     Each step samples ``x_{t_prev} ~ q(x_{t_prev} | x_t, x0_hat)``, the true Gaussian
@@ -22,8 +22,13 @@ class DDPMScheduler(Solver):
     inference steps than ``T`` the same formula is used with
     ``beta_t = 1 - alpha_bar_t / alpha_bar_prev`` of the coarser grid.
 
-    Args: see :class:`~tinyldm.diffusion.solver.Solver` (``schedule``, ``clip_sample``, ``clip_sample_range``).
+    Args:
+        steps: inference steps (``None``, the default: every training timestep).
+        clip_sample: clamp each predicted ``x0`` to ``[-clip_sample_range, clip_sample_range]``.
+        clip_sample_range: the bound of that clamp.
     """
+
+    name = "ddpm"
 
     def step(
         self,
@@ -46,7 +51,7 @@ class DDPMScheduler(Solver):
 
         No noise is added at ``t = 0``: the last step returns the posterior mean.
         """
-        schedule = self.schedule
+        schedule = self._bound()
         t = schedule.check_timestep(timestep)
         prev_t = self.previous_timestep(t)
         alpha_bar_t, alpha_bar_prev = schedule.alpha_bars(t, prev_t, sample.device)

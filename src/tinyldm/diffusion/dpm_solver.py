@@ -38,7 +38,7 @@ from tinyldm.diffusion.solver import SchedulerOutput, Solver
 from tinyldm.diffusion.timestep_grid import half_log_snr, make_grid, validate_spacing
 
 
-class DPMSolverMultistepScheduler(Solver):
+class DPMSolver2M(Solver):
     """DPM-Solver++(2M) (data prediction, midpoint form) on a "trailing" or "logsnr" timestep grid.
 
     The solver is stateful: each :meth:`step` remembers its ``x0`` estimate for the next
@@ -46,36 +46,46 @@ class DPMSolverMultistepScheduler(Solver):
     Deterministic: ``generator`` is accepted for interface parity and unused here (the SDE form,
     :mod:`~tinyldm.diffusion.dpm_solver_sde`, overrides :meth:`_update` and draws its noise from it).
 
-    Args: see :class:`~tinyldm.diffusion.solver.Solver` (``schedule``, ``clip_sample``, ``clip_sample_range``), and
+    Args:
+        steps: inference steps (``None``: every training timestep).
         timestep_spacing: ``"trailing"`` or ``"logsnr"`` (:mod:`~tinyldm.diffusion.timestep_grid`).
         logsnr_range: ``[lambda_noisy, lambda_clean]`` for ``"logsnr"``; ``None`` for ``"trailing"``.
+        clip_sample: clamp each predicted ``x0`` to ``[-clip_sample_range, clip_sample_range]``.
+        clip_sample_range: the bound of that clamp.
     """
+
+    name = "dpmpp_2m"
 
     def __init__(
         self,
-        schedule: NoiseSchedule,
-        clip_sample: bool = False,
-        clip_sample_range: float = 1.0,
+        steps: int | None = 20,
         timestep_spacing: str = "trailing",
         logsnr_range: tuple[float, float] | None = None,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
     ) -> None:
+        super().__init__(steps, clip_sample, clip_sample_range)
         self.timestep_spacing, self.logsnr_range = validate_spacing(timestep_spacing, logsnr_range)
-        super().__init__(schedule, clip_sample, clip_sample_range)
 
-    def set_timesteps(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> None:
-        """Descending grid of ``num_inference_steps`` timesteps starting at ``T - 1``; resets the history.
+    def check_schedule(self, schedule: NoiseSchedule) -> int:
+        """:meth:`Solver.check_schedule`, and a ``"logsnr"`` grid that does not fit the schedule (a range outside
+        its half log-SNR, or too narrow for ``steps`` distinct timesteps) refused naming it."""
+        steps = super().check_schedule(schedule)
+        if self.logsnr_range is not None and steps < schedule.num_train_timesteps:
+            make_grid(schedule.alphas_cumprod, steps, self.timestep_spacing, self.logsnr_range)  # raises if it cannot
+        return steps
+
+    def set_timesteps(self, schedule: NoiseSchedule, device: torch.device | str | None = None) -> None:
+        """Descending grid of ``steps`` timesteps on ``schedule``, starting at ``T - 1``; resets the history.
 
         All ``T`` steps visit every timestep whatever the spacing.
-
-        Raises:
-            ValueError: a "logsnr" range outside the schedule's, or too narrow for ``n`` distinct timesteps.
         """
-        super().set_timesteps(num_inference_steps)  # validates the step count
+        super().set_timesteps(schedule)  # validates the step count and the grid
         n, T = self.num_inference_steps, self.num_train_timesteps
         if n == T:
             grid = list(range(T - 1, -1, -1))
         else:
-            grid = make_grid(self.schedule.alphas_cumprod, n, self.timestep_spacing, self.logsnr_range)
+            grid = make_grid(schedule.alphas_cumprod, n, self.timestep_spacing, self.logsnr_range)
         self._next_timestep = dict(zip(grid, grid[1:] + [-1], strict=True))
         timesteps = torch.tensor(grid, dtype=torch.long)  # (n,) descending
         self.timesteps = timesteps.to(device) if device is not None else timesteps
@@ -107,7 +117,7 @@ class DPMSolverMultistepScheduler(Solver):
             ValueError: ``timestep`` is not the next point of the grid (the solver's history
                 would belong to another trajectory).
         """
-        schedule = self.schedule
+        schedule = self._bound()
         t = schedule.check_timestep(timestep)
         if self._expected_timestep is not None and t != self._expected_timestep:
             raise ValueError(

@@ -24,57 +24,42 @@ changes which errors it can correct (docs/experiments/sampler-lever.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from tinyldm.diffusion.dpm_solver import DPMSolverMultistepScheduler
-from tinyldm.diffusion.noise_schedule import NoiseSchedule
+from tinyldm.diffusion.dpm_solver import DPMSolver2M
 from tinyldm.diffusion.solver import randn_from, validate_interval
 
 
-def validate_noise_interval(interval: Any, kind: str = "dpmpp_2m_sde") -> tuple[int, int] | None:
-    """None (noise on every step), or ``[t_low, t_high]`` integer timesteps for the SDE solver; else raises naming it.
-
-    ``kind`` is the sampler's solver: an interval given to one that adds no noise of its own is refused, since it
-    would silently do nothing.
-    """
-    if interval is not None and kind != "dpmpp_2m_sde":
-        raise ValueError(
-            f"noise_interval={interval!r} is only used by kind=dpmpp_2m_sde; set it to null for kind={kind!r}"
-        )
-    return validate_interval("noise_interval", interval, "[550, 999]")
-
-
-def noise_interval_record(settings: Mapping[str, Any] | None) -> dict[str, str | None]:
-    """``noise_interval`` as results files record it (``"[550, 999]"``, or ``None``: every step, or no SDE)."""
-    interval = (settings or {}).get("noise_interval")
-    return {"noise_interval": None if interval is None else f"[{int(interval[0])}, {int(interval[1])}]"}
-
-
-class DPMSolverSDEMultistepScheduler(DPMSolverMultistepScheduler):
-    """SDE-DPM-Solver++(2M): :class:`DPMSolverMultistepScheduler`'s grid and history, the stochastic update.
+class DPMSolver2MSDE(DPMSolver2M):
+    """SDE-DPM-Solver++(2M): :class:`~tinyldm.diffusion.dpm_solver.DPMSolver2M`'s grid and history, the
+    stochastic update.
 
     ``generator`` (passed to :meth:`step`) draws each step's noise; without one the global RNG does.
 
-    Args: those of :class:`DPMSolverMultistepScheduler`, and
+    Args:
+        steps: inference steps (``None``: every training timestep).
+        timestep_spacing: ``"trailing"`` or ``"logsnr"`` (:mod:`~tinyldm.diffusion.timestep_grid`).
+        logsnr_range: ``[lambda_noisy, lambda_clean]`` for ``"logsnr"``; ``None`` for ``"trailing"``.
         noise_interval: ``[t_low, t_high]`` (inclusive): only steps starting at such a timestep add noise, the
             others take the deterministic update and draw nothing; ``None``: every step adds noise.
+        clip_sample: clamp each predicted ``x0`` to ``[-clip_sample_range, clip_sample_range]``.
+        clip_sample_range: the bound of that clamp.
     """
+
+    name = "dpmpp_2m_sde"
 
     def __init__(
         self,
-        schedule: NoiseSchedule,
-        clip_sample: bool = False,
-        clip_sample_range: float = 1.0,
+        steps: int | None = 20,
         timestep_spacing: str = "trailing",
         logsnr_range: tuple[float, float] | None = None,
         noise_interval: tuple[int, int] | None = None,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
     ) -> None:
-        self.noise_interval = validate_noise_interval(noise_interval)
-        super().__init__(schedule, clip_sample, clip_sample_range, timestep_spacing, logsnr_range)
+        super().__init__(steps, timestep_spacing, logsnr_range, clip_sample, clip_sample_range)
+        self.noise_interval = validate_interval("noise_interval", noise_interval, "[550, 999]")
 
     def _update(
         self,

@@ -44,21 +44,26 @@ the same way is damped:
 
 With ``eta = 1`` and ``beta = 0`` this is classifier-free guidance again.
 
-The guidance *rules* (the one default scale, when guidance applies, that an unconditional model is
-never guided) live in :class:`~tinyldm.diffusion.sampling.DiffusionSampler`, which validates its
-scale once, when it is built, with :func:`validate_guidance_scale`. :func:`paired_predictions`,
-:func:`guided_prediction`, :func:`adaptive_projected` and :func:`autoguided_prediction` are the bare
-arithmetic and trust their caller.
+The guidance *rules* (when guidance applies, that an unconditional model is never guided, that a
+scale of 1 costs no unconditional pass, where autoguidance goes) live in the two guidance classes,
+:class:`ClassifierFreeGuidance` and :class:`AdaptiveProjectedGuidance` (``conf/guidance/cfg.yaml``,
+``apg.yaml``): each is its config, validated once when it is built, and composes with any solver.
+:func:`paired_predictions`, :func:`classifier_free`, :func:`adaptive_projected` and
+:func:`autoguided_prediction` are the bare arithmetic and trust their caller.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
+
+from tinyldm.diffusion.noise_schedule import NoiseSchedule
+from tinyldm.diffusion.solver import validate_interval
 
 #: ``denoiser(x_t (B, C, H, W), t (B,) long, context (B, L, D)) -> (B, C, H, W)``
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -138,29 +143,6 @@ def paired_predictions(
     return pred_cond, pred_uncond
 
 
-def guided_prediction(
-    denoiser: Denoiser,
-    x_t: Tensor,
-    t: Tensor,
-    cond_context: Tensor,
-    uncond_context: Tensor,
-    guidance_scale: float,
-    cond_mask: Tensor | None = None,
-    uncond_mask: Tensor | None = None,
-) -> Tensor:
-    """Classifier-free guided denoiser output ``(B, C, H, W)`` from one batched forward pass.
-
-    ``guidance_scale`` is ``s`` in ``uncond + s * (cond - uncond)``: ``s = 1`` is plain conditional,
-    ``s = 0`` unconditional, ``s > 1`` extrapolates (same as diffusers' ``guidance_scale``); already
-    validated by the caller (:func:`validate_guidance_scale`). The other arguments are
-    :func:`paired_predictions`'.
-    """
-    pred_cond, pred_uncond = paired_predictions(
-        denoiser, x_t, t, cond_context, uncond_context, cond_mask, uncond_mask
-    )  # 2 x (B, C, H, W)
-    return classifier_free(pred_cond, pred_uncond, guidance_scale)
-
-
 def classifier_free(pred_cond: Tensor, pred_uncond: Tensor, guidance_scale: float) -> Tensor:
     """``uncond + s * (cond - uncond)``, all ``(B, C, H, W)``; ``s`` validated by the caller."""
     return pred_uncond + guidance_scale * (pred_cond - pred_uncond)  # (B, C, H, W)
@@ -196,3 +178,164 @@ def autoguided_prediction(
     ``w = autoguidance_scale`` (``1`` = off), validated by the caller.
     """
     return prediction + (autoguidance_scale - 1.0) * (pred_cond - pred_guide)  # (B, C, H, W)
+
+
+class Predictions(Protocol):
+    """The network calls a guidance rule may make at one step.
+
+    :class:`~tinyldm.diffusion.sampling.ConditionedDenoiser` is the one implementation.
+    """
+
+    @property
+    def unconditional(self) -> bool:
+        """True for a model without conditions: there is no null context to guide away from."""
+
+    def conditional(self, x: Tensor, t: Tensor) -> Tensor:
+        """The model's conditional output ``(B, C, H, W)``."""
+
+    def paired(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Conditional and unconditional outputs from one batched forward, ``(B, C, H, W)`` each."""
+
+    def guide(self, x: Tensor, t: Tensor) -> Tensor:
+        """The autoguidance guide's conditional output ``(B, C, H, W)``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierFreeGuidance:
+    """Classifier-free guidance (Ho & Salimans 2021), optionally in a timestep interval, plus autoguidance.
+
+    Immutable, and validated on construction (also by :meth:`replace`), so guidance that exists is
+    valid; one object serves any number of sampling runs with any solver.
+
+    Args:
+        scale: ``s`` in ``uncond + s * (cond - uncond)`` (``1`` = plain conditional, ``0`` =
+            unconditional, ``> 1`` = stronger; diffusers' ``guidance_scale``). Ignored for unconditional models.
+        interval: ``[t_low, t_high]`` training timesteps (inclusive) where the classifier-free term applies;
+            elsewhere the step uses the conditional output alone (one forward of ``B``, not ``2B``). ``None``
+            guides every step. Kynkäänniemi et al. 2024 (https://arxiv.org/abs/2404.07724): at high noise,
+            strong guidance pulls every sample of a class towards one layout; at low noise it only sharpens
+            details the condition no longer decides.
+        autoguidance: ``w`` of autoguidance (Karras et al. 2024, https://arxiv.org/abs/2406.02507): each step
+            adds ``(w - 1) * (cond - guide(x_t, t, c))``, inside the interval or not. ``1`` is off; above 1
+            the model needs its guide (a stage-2 model trained with ``diffusion.guide_at`` keeps one).
+    """
+
+    #: the guidance's name in results files and in ``conf/guidance/``
+    name: ClassVar[str] = "cfg"
+
+    scale: float = 2.0
+    interval: tuple[int, int] | None = None
+    autoguidance: float = 1.0
+
+    def __post_init__(self) -> None:
+        checked = {
+            "scale": validate_guidance_scale(self.scale, "scale"),
+            "interval": validate_interval("interval", self.interval, "[100, 600]"),
+            "autoguidance": validate_guidance_scale(self.autoguidance, "autoguidance", minimum=1.0),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)  # frozen: store the validated, normalised values
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this guidance (tuples as lists, as a config holds them)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def as_config(self) -> dict[str, Any]:
+        """:attr:`config` with its ``_target_``: what checkpoints and results files record."""
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", **self.config}
+
+    def replace(self, **changes: Any) -> ClassifierFreeGuidance:
+        """This guidance with ``changes`` (validated; ``TypeError`` naming a setting it does not take)."""
+        unknown = sorted(set(changes) - set(self.config))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} ({self.name}) has no setting {', '.join(unknown)}; "
+                f"its settings: {', '.join(self.config)}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def uses_guide(self) -> bool:
+        """Whether sampling needs the model's autoguidance guide."""
+        return self.autoguidance != 1.0
+
+    def applies_at(self, t: int) -> bool:
+        """Whether the classifier-free term applies at timestep ``t`` (always without an interval)."""
+        return self.interval is None or self.interval[0] <= t <= self.interval[1]
+
+    def output(
+        self, model: Predictions, schedule: NoiseSchedule, x: Tensor, t: int, t_batch: Tensor, state: Any = None
+    ) -> tuple[Tensor, Any]:
+        """The network output ``(B, C, H, W)`` one solver step takes at ``(x, t)``, and the state for the next step.
+
+        With ``scale == 1`` (or an unconditional model, or ``t`` outside the interval) the unconditional pass is
+        skipped: the network runs on the conditional batch only, and the result is exactly the conditional
+        output rather than ``uncond + 1 * (cond - uncond)`` up to round-off.
+        """
+        if not model.unconditional and self.scale != 1.0 and self.applies_at(t):
+            pred_cond, pred_uncond = model.paired(x, t_batch)  # 2 x (B, C, H, W)
+            output, state = self.combine(schedule, t, x, pred_cond, pred_uncond, state)
+        else:
+            pred_cond = output = model.conditional(x, t_batch)  # (B, C, H, W)
+        if self.uses_guide:
+            output = autoguided_prediction(output, pred_cond, model.guide(x, t_batch), self.autoguidance)
+        return output, state
+
+    def combine(
+        self, schedule: NoiseSchedule, t: int, x: Tensor, pred_cond: Tensor, pred_uncond: Tensor, state: Any
+    ) -> tuple[Tensor, Any]:
+        """The guided output from the two predictions (``(B, C, H, W)`` each); CFG keeps no state."""
+        return classifier_free(pred_cond, pred_uncond, self.scale), state
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveProjectedGuidance(ClassifierFreeGuidance):
+    """Adaptive projected guidance (Sadat et al. 2024, https://arxiv.org/abs/2410.02416), plus autoguidance.
+
+    The same two network calls per step as classifier-free guidance, combined on their ``x0`` estimates
+    (:func:`adaptive_projected`): the part of the update parallel to the conditional estimate is scaled
+    by ``eta`` and ``momentum`` times the previous guided step's update is added. ``eta = 1`` and
+    ``momentum = 0`` are classifier-free guidance again.
+
+    Args:
+        scale: ``s``, as :class:`ClassifierFreeGuidance`'s; APG needs a higher one for the same push.
+        interval: ``[t_low, t_high]`` training timesteps where the guidance term applies; ``None``: every step.
+        autoguidance: ``w`` of autoguidance (``1`` = off).
+        eta: weight of the update's part parallel to the conditional ``x0``, in ``[0, 1]`` (0: dropped).
+        momentum: ``beta`` in ``(-1, 1)``; negative damps an update that keeps its direction.
+    """
+
+    name: ClassVar[str] = "apg"
+
+    eta: float = 0.0
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+
+        def finite(value: Any) -> bool:
+            return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+        if not (finite(self.eta) and 0.0 <= self.eta <= 1.0):
+            raise ValueError(f"eta must be a number in [0, 1], got {self.eta!r}")
+        if not (finite(self.momentum) and -1.0 < self.momentum < 1.0):
+            raise ValueError(f"momentum must be a number in (-1, 1), got {self.momentum!r}")
+        object.__setattr__(self, "eta", float(self.eta))
+        object.__setattr__(self, "momentum", float(self.momentum))
+
+    def combine(
+        self, schedule: NoiseSchedule, t: int, x: Tensor, pred_cond: Tensor, pred_uncond: Tensor, state: Any
+    ) -> tuple[Tensor, Any]:
+        """APG of one step: the network output for the solver, and the update to carry (the state), ``(B, C, H, W)``.
+
+        APG is defined on denoised estimates, so both predictions go to ``x0`` and the guided estimate
+        comes back as the network output that :meth:`NoiseSchedule.predict_x0` maps to it. In float32
+        whatever the autocast dtype, as the solvers' own conversions are.
+        """
+        alpha_bar_t = schedule.alpha_bars(t, t, x.device)[0]
+        x = x.float()
+        x0_cond = schedule.predict_x0(pred_cond.float(), x, alpha_bar_t)  # (B, C, H, W)
+        x0_uncond = schedule.predict_x0(pred_uncond.float(), x, alpha_bar_t)  # (B, C, H, W)
+        x0, update = adaptive_projected(x0_cond, x0_uncond, self.scale, self.eta, self.momentum, state)
+        return schedule.output_from_x0(x0, x, alpha_bar_t), update

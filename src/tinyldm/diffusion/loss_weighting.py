@@ -24,7 +24,7 @@ def validate_min_snr_gamma(gamma: float | None) -> float | None:
     if gamma is None:
         return None
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (0 < gamma < math.inf):
-        raise ValueError(f"diffusion.min_snr_gamma must be null (plain MSE) or a finite number > 0, got {gamma!r}")
+        raise ValueError(f"diffusion.loss.min_snr_gamma must be null (plain MSE) or a finite number > 0, got {gamma!r}")
     return float(gamma)
 
 

@@ -117,7 +117,7 @@ class NoiseSchedule:
     """The forward process a model is trained with, and the ``x0`` / ``eps`` algebra its solvers share.
 
     It takes exactly its own arguments; inference-time choices (solver, steps, ``eta``, clipping,
-    guidance) belong to :class:`~tinyldm.diffusion.sampling.DiffusionSampler`.
+    guidance) belong to the solvers and the guidance (:mod:`~tinyldm.diffusion.sampling`).
 
     Args:
         num_train_timesteps: number of training diffusion steps ``T``.
@@ -292,8 +292,8 @@ def from_legacy_config(scheduler: Mapping[str, Any]) -> tuple[dict[str, Any], di
 
     * the five schedule keys become a :class:`NoiseSchedule` config (``_target_`` rewritten);
     * ``clip_sample: true`` (with its ``clip_sample_range``) is returned as sampler settings, because
-      clipping is an inference-time choice of :class:`~tinyldm.diffusion.sampling.DiffusionSampler`
-      now; ``clip_sample: false`` is the sampler's default and carries nothing;
+      clipping is an inference-time choice of the solver now; ``clip_sample: false`` is the solvers'
+      default and carries nothing;
     * a DDIM config's ``eta`` is dropped: sampling always used the sampler's ``eta`` instead.
 
     The old ``_target_`` (``tinyldm.diffusion.DDPMScheduler`` ...) still names a class in tinyldm, so

@@ -1,23 +1,25 @@
-"""What every reverse-process solver shares: the step output, the inference grid, clipping, step noise.
+"""What every reverse-process solver shares: its settings, the inference grid, clipping, step noise.
 
 A solver turns a trained model's output into one reverse step ``x_t -> x_{t_prev}`` along a grid
-of timesteps. It is built *on* a :class:`~tinyldm.diffusion.noise_schedule.NoiseSchedule` (the
-forward process the model was trained with) and adds only inference-time state: the grid
-(:meth:`Solver.set_timesteps`, :attr:`Solver.timesteps`, descending), ``x0`` clipping, and whatever
-a solver remembers between steps. The interface is diffusers' (``set_timesteps`` / ``timesteps``
-/ ``step``), so the solvers can be compared against diffusers step by step.
+of timesteps. Its constructor takes its own settings only (``steps``, clipping, and e.g. DDIM's
+``eta``), so a ``conf/sampler/*.yaml`` config is its constructor call and a key it does not take is an
+error. The :class:`~tinyldm.diffusion.noise_schedule.NoiseSchedule` the model was trained with comes at
+:meth:`Solver.set_timesteps`, which lays out the grid on it and starts a new trajectory: the
+interface is diffusers' (``set_timesteps`` / ``timesteps`` / ``step``), so the solvers can be
+compared against diffusers step by step.
 
 One solver per file: :mod:`~tinyldm.diffusion.ddpm`, :mod:`~tinyldm.diffusion.ddim`,
-:mod:`~tinyldm.diffusion.dpm_solver`. Solvers are cheap and stateful (grid, multistep history):
-build a fresh one per sampling run (:meth:`~tinyldm.diffusion.sampling.DiffusionSampler.build_solver`).
+:mod:`~tinyldm.diffusion.dpm_solver`, :mod:`~tinyldm.diffusion.dpm_solver_sde`. A solver is cheap and
+keeps per-trajectory state (grid, multistep history), reset by every :meth:`~Solver.set_timesteps`.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -81,61 +83,104 @@ def randn_from(generator: torch.Generator | None, shape: torch.Size, like: Tenso
     return noise.to(like.device)
 
 
+def validate_steps(steps: Any) -> int | None:
+    """``steps`` as given: an integer >= 1, or ``None`` (every training timestep); else ``ValueError`` naming it."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be an integer >= 1 or null (every training timestep), got {steps!r}")
+    return steps
+
+
 class Solver(ABC):
-    """Base of the reverse-process solvers: DDIM's "leading" grid, clipping; subclasses implement :meth:`step`.
+    """Base of the reverse-process solvers: settings, DDIM's "leading" grid, clipping; subclasses implement ``step``.
 
     Args:
-        schedule: the training noise schedule (stored with the checkpoint).
+        steps: inference steps (``None``: every one of the schedule's ``T`` training timesteps, the
+            classic 1,000-step DDPM); at most ``T``, checked by :meth:`set_timesteps`.
         clip_sample: clamp the predicted ``x0`` to ``[-clip_sample_range, clip_sample_range]``
             in each step. Off by default because latents are not bounded like pixels.
         clip_sample_range: bound used when ``clip_sample`` is on.
+
+    Every constructor argument of a solver is kept as the attribute of the same name (validated and
+    normalised), which :attr:`config` reads back: the settings are the config.
     """
 
-    def __init__(self, schedule: NoiseSchedule, clip_sample: bool = False, clip_sample_range: float = 1.0) -> None:
-        if not isinstance(schedule, NoiseSchedule):
-            raise TypeError(
-                f"{type(self).__name__} is built on a NoiseSchedule, got {type(schedule).__name__}: {schedule!r}"
-            )
-        self.schedule = schedule
+    #: the solver's name in results files and in ``conf/sampler/`` (the config file that builds it)
+    name: ClassVar[str]
+
+    def __init__(self, steps: int | None = None, clip_sample: bool = False, clip_sample_range: float = 1.0) -> None:
+        self.steps = validate_steps(steps)
         self.clip_sample, self.clip_sample_range = validate_clip(clip_sample, clip_sample_range)
-        self.num_inference_steps: int = schedule.num_train_timesteps
+        self.schedule: NoiseSchedule | None = None
+        self.num_inference_steps = 0
         self.timesteps: Tensor = torch.empty(0, dtype=torch.long)
-        self.set_timesteps(schedule.num_train_timesteps)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this solver (tuples as lists, as a config holds them)."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: list(v) if isinstance(v, tuple) else v for n in names for v in [getattr(self, n)]}
+
+    def as_config(self) -> dict[str, Any]:
+        """:attr:`config` with its ``_target_``: what checkpoints and results files record."""
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", **self.config}
+
+    def replace(self, **changes: Any) -> Solver:
+        """A new solver of this kind with ``changes`` to its settings, validated like any (``TypeError`` for a
+        setting it does not take, naming the ones it does)."""
+        unknown = sorted(set(changes) - set(self.config))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} ({self.name}) has no setting {', '.join(unknown)}; "
+                f"its settings: {', '.join(self.config)}"
+            )
+        return type(self)(**{**self.config, **changes})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config.items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.config == self.config
+
+    __hash__ = None  # mutable per-trajectory state: not a dict key
 
     @property
     def num_train_timesteps(self) -> int:
-        return self.schedule.num_train_timesteps
+        return self._bound().num_train_timesteps
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.schedule!r}, clip_sample={self.clip_sample!r}, "
-            f"clip_sample_range={self.clip_sample_range!r})"
-        )
+    def _bound(self) -> NoiseSchedule:
+        if self.schedule is None:
+            raise RuntimeError(f"{type(self).__name__}: call set_timesteps(schedule) before stepping")
+        return self.schedule
 
-    def set_timesteps(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> None:
-        """Choose the descending timestep grid the sampler visits.
-
-        Uses diffusers' default ``"leading"`` spacing: ``step_ratio = T // n`` and the grid
-        ``[(n-1) * step_ratio, ..., step_ratio, 0]``. ``n = T`` (the default,
-        ``None``) gives every timestep ``T-1 .. 0``.
+    def check_schedule(self, schedule: NoiseSchedule) -> int:
+        """The number of steps this solver takes on ``schedule``; call it to refuse a bad pair before any work.
 
         Raises:
-            ValueError: ``num_inference_steps`` not an integer in ``[1, T]``.
+            TypeError: ``schedule`` is not a :class:`NoiseSchedule`.
+            ValueError: ``steps`` exceeds the schedule's ``num_train_timesteps`` (subclasses add their grid's checks).
         """
-        if num_inference_steps is None:
-            num_inference_steps = self.num_train_timesteps
-        if (
-            isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, int)
-            or not (1 <= num_inference_steps <= self.num_train_timesteps)
-        ):
-            raise ValueError(
-                f"num_inference_steps must be an integer in [1, num_train_timesteps={self.num_train_timesteps}], "
-                f"got {num_inference_steps!r}"
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(
+                f"{type(self).__name__} runs on a NoiseSchedule, got {type(schedule).__name__}: {schedule!r}"
             )
-        self.num_inference_steps = num_inference_steps
-        step_ratio = self.num_train_timesteps // num_inference_steps
-        timesteps = torch.arange(num_inference_steps - 1, -1, -1, dtype=torch.long) * step_ratio  # (n,) descending
+        steps = schedule.num_train_timesteps if self.steps is None else self.steps
+        if steps > schedule.num_train_timesteps:
+            raise ValueError(
+                f"steps={steps} exceeds the noise schedule's num_train_timesteps={schedule.num_train_timesteps}; "
+                "a sampler cannot visit more timesteps than the model was trained on"
+            )
+        return steps
+
+    def set_timesteps(self, schedule: NoiseSchedule, device: torch.device | str | None = None) -> None:
+        """Lay the descending timestep grid on ``schedule`` and start a new trajectory.
+
+        Uses diffusers' default ``"leading"`` spacing: ``step_ratio = T // n`` and the grid
+        ``[(n-1) * step_ratio, ..., step_ratio, 0]``; ``n = T`` gives every timestep ``T-1 .. 0``.
+        """
+        steps = self.check_schedule(schedule)
+        self.schedule, self.num_inference_steps = schedule, steps
+        step_ratio = schedule.num_train_timesteps // steps
+        timesteps = torch.arange(steps - 1, -1, -1, dtype=torch.long) * step_ratio  # (n,) descending
         self.timesteps = timesteps.to(device) if device is not None else timesteps
 
     def previous_timestep(self, timestep: int) -> int:

@@ -21,13 +21,13 @@ sets most of its discretization error. Two grids:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-#: the grids :func:`make_grid` builds (``DiffusionSampler.timestep_spacing``)
+#: the grids :func:`make_grid` builds (the DPM-Solver++ solvers' ``timestep_spacing``)
 SPACINGS: tuple[str, ...] = ("trailing", "logsnr")
 
 
@@ -107,42 +107,3 @@ def make_grid(alphas_cumprod: Tensor, steps: int, spacing: str, logsnr_range: tu
     if spacing == "trailing":
         return trailing_grid(len(alphas_cumprod), steps)
     raise ValueError(f"timestep_spacing={spacing!r} with logsnr_range={logsnr_range!r}: see validate_spacing")
-
-
-#: the timestep grids each ``DiffusionSampler.kind`` can take, its own first (``timestep_spacing=None``)
-SPACINGS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "ddpm": ("leading",),
-    "ddim": ("leading",),
-    "dpmpp_2m": ("trailing", "logsnr"),
-    "dpmpp_2m_sde": ("trailing", "logsnr"),
-}
-
-
-def validate_grid(kind: str, spacing: Any, logsnr_range: Any) -> tuple[str | None, tuple[float, float] | None]:
-    """``(timestep_spacing, logsnr_range)`` for solver ``kind``; ``None`` (the kind's own grid) stays ``None``.
-
-    Unset stays unset, so a sampler whose ``kind`` is later replaced takes the new kind's own grid.
-    Anything the kind cannot take raises naming it and what is allowed (the schedule's bounds are
-    checked by :func:`logsnr_grid`, which ``DiffusionSampler.check_schedule`` calls).
-    """
-    allowed = SPACINGS_BY_KIND[kind]
-    _, checked_range = validate_spacing(
-        allowed[0] if spacing is None else spacing, logsnr_range, allowed, owner=f" for kind={kind!r}"
-    )
-    return spacing, checked_range
-
-
-def grid_record(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``timestep_spacing`` and ``logsnr_range`` as results files record them, so a sweep's CSV tells grids apart.
-
-    The kind's own grid when unset, ``None`` for both without sampler settings; the range as text
-    (``"[-3.5, 3.0]"``), since a sweep's CSV keeps no lists.
-    """
-    if not settings:
-        return {"timestep_spacing": None, "logsnr_range": None}
-    spacing = settings.get("timestep_spacing") or SPACINGS_BY_KIND.get(settings.get("kind"), (None,))[0]
-    logsnr_range = settings.get("logsnr_range")
-    return {
-        "timestep_spacing": spacing,
-        "logsnr_range": None if logsnr_range is None else f"[{float(logsnr_range[0]):g}, {float(logsnr_range[1]):g}]",
-    }

@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from tinyldm.diffusion import ClassifierFreeGuidance, Solver
 from tinyldm.evaluation.classifier import DigitClassifier, load_or_train_classifier, predict
 from tinyldm.text.attributes import ATTRIBUTES, measure, to_bins
 from tinyldm.text.prompts import CLASS_ONLY_TEMPLATES, HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, PromptBank, Request
@@ -89,13 +91,14 @@ def score_text(
     pairs_per_class: int = 10,
     seed: int = 0,
     batch_size: int = 250,
-    sampler: Any = None,
+    solver: Solver | None = None,
+    guidance: ClassifierFreeGuidance | None = None,
 ) -> dict[str, Any]:
     """Text metrics of a text-conditioned pipeline (keys ``text/...``; accuracies in [0, 1]).
 
     Class accuracy is the evaluation classifier's agreement with the class each prompt names;
     attribute accuracy the fraction of asked attributes whose measured bin is the asked one
-    (chance: 1/3).
+    (chance: 1/3). ``solver`` and ``guidance`` default to the pipeline's stored ones.
     """
     conditioner = pipeline.model.denoiser.conditioner
     bank: PromptBank = conditioner.bank
@@ -103,7 +106,8 @@ def score_text(
     result: dict[str, Any] = {}
 
     def draw(family: Sequence[Request]) -> tuple[np.ndarray, torch.Tensor]:
-        images = pipeline.generate([r.prompt for r in family], sampler, seed, batch_size)  # (N, 1, H, W)
+        prompts = [r.prompt for r in family]
+        images = pipeline.generate(prompts, solver=solver, guidance=guidance, seed=seed, batch_size=batch_size)
         pixels = pipeline.to_uint8(images)  # (N, 28, 28)
         return pixels, measure(torch.from_numpy(pixels), bank.attributes)  # (N, A) measured values
 
@@ -132,21 +136,30 @@ def score_text(
     return result
 
 
-def text_metrics(pipeline: LatentDiffusionPipeline, datamodule: Any, cfg: Any, evaluation: Any, sampler: Any = None):
+def text_metrics(
+    pipeline: LatentDiffusionPipeline,
+    datamodule: Any,
+    evaluation: Any,
+    cache_dir: str | Path,
+    seed: int,
+    solver: Solver | None = None,
+    guidance: ClassifierFreeGuidance | None = None,
+) -> dict[str, Any]:
     """:func:`score_text` with the dataset's cached evaluation classifier and ``evaluation.text`` sizes."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     datamodule.setup()
     classifier, _ = load_or_train_classifier(
-        datamodule.name, datamodule, cfg.paths.cache_dir, epochs=evaluation.classifier_epochs, device=device
+        datamodule.name, datamodule, cache_dir, epochs=evaluation.classifier_epochs, device=device
     )
     result = score_text(
         pipeline,
         classifier,
         n_per_class=int(evaluation.text.n_per_class),
         pairs_per_class=int(evaluation.text.pairs_per_class),
-        seed=int(evaluation.seed),
+        seed=seed,
         batch_size=int(evaluation.batch_size),
-        sampler=sampler,
+        solver=solver,
+        guidance=guidance,
     )
     log.info("\n%s", format_text_table(result))
     return result
@@ -166,7 +179,7 @@ def prompt_grid(
     attributes: Sequence[str] | None = None,
     per_cell: int = 1,
     seed: int = 0,
-    sampler: Any = None,
+    guidance: ClassifierFreeGuidance | None = None,
 ) -> np.ndarray:
     """(H', W', 3) uint8: rows = classes, columns = "class only" and each attribute's words, captioned
     (``attributes``: those of the prompt bank to show; None: all of them).
@@ -180,7 +193,7 @@ def prompt_grid(
     cells = []
     for column in prompts:  # the same seed per column: (class, k) starts from the same noise in every column
         asked = [prompt for prompt in column for _ in range(per_cell)]
-        cells.append(pipeline.generate(asked, sampler, seed=seed).unflatten(0, (len(column), per_cell)))
+        cells.append(pipeline.generate(asked, guidance=guidance, seed=seed).unflatten(0, (len(column), per_cell)))
     images = torch.stack(cells, dim=1).flatten(0, 2)  # (classes * columns * per_cell, 1, H, W), row = class
     grid = grid_uint8(images, nrow=len(columns) * per_cell, pad=int(pipeline.model.hparams.image_pad))
     return captioned_grid(grid, list(prompts[0]), column_captions=columns)

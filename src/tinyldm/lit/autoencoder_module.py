@@ -7,6 +7,7 @@ with no Hydra run around it.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +19,6 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from tinyldm.autoencoders.base import Autoencoder
-from tinyldm.autoencoders.scale_equivariance import scale_equivariance_loss, validate_scale_equivariance
 from tinyldm.lit.optim import build_optimizers, fused_allowed
 from tinyldm.utils.checkpoints import stamp
 from tinyldm.utils.images import crop, grid_uint8, to_unit
@@ -27,6 +27,9 @@ from tinyldm.utils.loggers import log_histogram, log_image_grid
 
 STAGE = "autoencoder"
 _RECONSTRUCTION_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
+log = logging.getLogger(__name__)
 
 
 class AutoencoderModule(L.LightningModule):
@@ -40,15 +43,12 @@ class AutoencoderModule(L.LightningModule):
         num_grid_images: int = 32,
         image_dir: str | None = None,
         channels_last: bool = False,
-        scale_equivariance: float = 0.0,
-        scale_equivariance_factor: int = 2,
     ) -> None:
         super().__init__()
         if reconstruction_loss not in _RECONSTRUCTION_LOSSES:
             raise ValueError(
                 f"reconstruction_loss={reconstruction_loss!r} is not one of {sorted(_RECONSTRUCTION_LOSSES)}"
             )
-        validate_scale_equivariance(scale_equivariance, scale_equivariance_factor)
         self.save_hyperparameters(ignore=["image_dir"])
         self.autoencoder: Autoencoder = build(dict(autoencoder))
         # NHWC weights and activations while training: oneDNN's small convolutions run faster in that
@@ -66,18 +66,22 @@ class AutoencoderModule(L.LightningModule):
         self._code_counts: torch.Tensor | None = None
         self._grid_batch: torch.Tensor | None = None
 
+    @classmethod
+    def upgrade_hyperparameters(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """A checkpoint's hyper-parameters as this release's constructor takes them: the scale-equivariance loss,
+        which lost every measurement (docs/experiments/scale-equivariance.md), is gone; it only shaped how that
+        run trained, so the file still loads (with a warning if it was on)."""
+        upgraded = dict(hparams)
+        if upgraded.pop("scale_equivariance", 0.0):
+            log.warning("This checkpoint's stage 1 was trained with scale_equivariance, which tinyldm no longer has")
+        upgraded.pop("scale_equivariance_factor", None)
+        return upgraded
+
     # ------------------------------------------------------------------ training
     def _step(self, images: torch.Tensor, split: str) -> tuple[torch.Tensor, Any]:
         out = self.autoencoder(images.contiguous(memory_format=self.memory_format))  # (B, 1, H, W)
         reconstruction = self.reconstruction_loss(out.reconstruction.float(), images.float())
         loss = reconstruction + sum(out.losses.values(), torch.zeros((), device=images.device))
-        weight = self.hparams.scale_equivariance
-        if split == "train" and weight > 0:  # training only: validation losses stay comparable across runs
-            equivariance = scale_equivariance_loss(
-                self.autoencoder, images, out.latent, self.hparams.scale_equivariance_factor, self.reconstruction_loss
-            )
-            loss = loss + weight * equivariance
-            self.log("ae/train/scale_equivariance", equivariance.detach(), on_step=False, on_epoch=True)
         if split == "train":
             self.train_loss(loss.detach())
             self.train_rec_loss(reconstruction.detach())

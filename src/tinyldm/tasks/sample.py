@@ -14,8 +14,9 @@ import torch
 from omegaconf import DictConfig
 
 from tinyldm.config_checks import check_sample_config
-from tinyldm.pipeline import LatentDiffusionPipeline, resolve_device
+from tinyldm.pipeline import LatentDiffusionPipeline
 from tinyldm.samples_file import check_output_path, write_samples
+from tinyldm.utils.devices import resolve_device
 from tinyldm.utils.hydra_job import given_keys
 from tinyldm.utils.images import captioned_grid, grid_uint8
 
@@ -27,7 +28,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out, grid_path = check_output_path(cfg.out, bool(cfg.overwrite))
     asked = read_prompts(cfg.get("prompt"), cfg.get("prompts"))
     pipeline = LatentDiffusionPipeline.from_checkpoint(cfg.ckpt, resolve_device(cfg.device))
-    sampler = pipeline.sampler_for(given_keys(cfg.sampler))  # the run's own, unless sampler=... says otherwise
+    # the run's own solver and guidance, unless sampler=... / guidance=... say otherwise
+    solver, guidance = pipeline.sampling_for(given_keys(cfg.sampler), given_keys(cfg.guidance))
     per_row = int(cfg.grid_per_class)
     pad = pipeline.model.hparams.image_pad
     if asked:
@@ -38,11 +40,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     else:
         labels = pipeline.labels(int(cfg.n_per_class), cfg.classes, cfg.n)
         requests = labels
-    log.info("Sampling %d images with %r from %s", len(labels), sampler, cfg.ckpt)
-    images = pipeline.generate(requests, sampler, int(cfg.seed), int(cfg.batch_size), bool(cfg.progress))  # (N,1,H,W)
+    log.info("Sampling %d images with %r and %r from %s", len(labels), solver, guidance, cfg.ckpt)
+    images = pipeline.generate(
+        requests,
+        solver=solver,
+        guidance=guidance,
+        seed=int(cfg.seed),
+        batch_size=int(cfg.batch_size),
+        progress=bool(cfg.progress),
+    )  # (N, 1, H, W)
     metadata = {
         "ckpt": str(Path(cfg.ckpt).resolve()),
-        "sampler": sampler.as_config(),
+        "sampler": solver.as_config(),
+        "guidance": guidance.as_config(),
         "seed": int(cfg.seed),
         "n_per_class": int(cfg.n_per_class),
         "classes": sorted({int(c) for c in labels.tolist() if c >= 0}),

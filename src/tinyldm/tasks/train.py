@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build(cfg.dataset)
     trains_stage1 = cfg.stage == "autoencoder" or resume_stage == "autoencoder"
     stage1, stage1_file = stage1_module(cfg, run_dir, datamodule.pad, trains_stage1, resume_stage, from_file)
-    check_train_parts(cfg, stage1.autoencoder, datamodule)
+    check_train_parts(cfg, stage1, datamodule)
     run_dir.mkdir(parents=True, exist_ok=True)
     if HydraConfig.initialized() and not is_ddp_child():
         remember_job(HydraConfig.get().overrides.task, run_dir)

@@ -12,6 +12,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from tinyldm.lit.autoencoder_module import STAGE, AutoencoderModule, compute_scale_factor
+from tinyldm.training.autoencoder_cache import AutoencoderCache
 from tinyldm.training.resume import ResumePoint, refuse_a_model_that_does_not_fit
 from tinyldm.training.trainer import (
     StageResult,
@@ -21,7 +22,6 @@ from tinyldm.training.trainer import (
     stage_length,
     stage_metrics,
 )
-from tinyldm.utils.autoencoder_cache import AutoencoderCache
 from tinyldm.utils.checkpoints import CheckpointError, require_stage, restore_module
 from tinyldm.utils.distributed import is_global_zero
 from tinyldm.utils.loggers import RunLoggers
@@ -43,8 +43,6 @@ def new_autoencoder_module(cfg: DictConfig, run_dir: Path, pad: int) -> Autoenco
         metric_crop=pad,
         image_dir=str(run_dir / "images"),
         channels_last=bool(training.get("channels_last", False)),
-        scale_equivariance=training.get("scale_equivariance", 0.0),
-        scale_equivariance_factor=training.get("scale_equivariance_factor", 2),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,15 @@ def stage_length(section: DictConfig) -> dict[str, Any]:
     }
 
 
-def build_trainer(cfg: DictConfig, stage: str, run_dir: Path, loggers: RunLoggers, **overrides: Any) -> L.Trainer:
-    """A Trainer for ``stage`` with its own checkpoint folder and the stage's length overrides.
+def build_trainer(
+    cfg: DictConfig,
+    stage: str,
+    run_dir: Path,
+    loggers: RunLoggers,
+    extra_callbacks: Sequence[Callback] = (),
+    **overrides: Any,
+) -> L.Trainer:
+    """A Trainer for ``stage`` with its own checkpoint folder, the stage's own callbacks and length overrides.
 
     Its checkpoint I/O is :class:`SafeCheckpointIO`: weights-only, allow-list-checked reads (resume)
     and atomic writes.
@@ -113,6 +121,7 @@ def build_trainer(cfg: DictConfig, stage: str, run_dir: Path, loggers: RunLogger
     callbacks = [
         *build_callbacks(cfg.get("callbacks"), run_dir / "checkpoints" / stage, bool(stage_loggers)),
         BudgetLog(stage),
+        *extra_callbacks,
     ]
     return build(
         trainer_kwargs,

@@ -3,7 +3,7 @@
 from .attention import GEGLU, Attention, FeedForward, SpatialTransformer, TransformerBlock
 from .embeddings import TimestepEmbedding, sinusoidal_embedding
 from .resnet import Downsample, ResnetBlock, Upsample
-from .unet import UNet
+from .unet import UNet, unet_config_for
 
 __all__ = [
     "GEGLU",
@@ -17,4 +17,5 @@ __all__ = [
     "UNet",
     "Upsample",
     "sinusoidal_embedding",
+    "unet_config_for",
 ]

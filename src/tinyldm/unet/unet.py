@@ -11,7 +11,8 @@ is the plain, unconditional DDPM UNet.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -236,3 +237,25 @@ def _validate_config(
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout} is invalid: it must lie in [0, 1)")
+
+
+def unet_config_for(config: Mapping[str, Any], latent_shape: Sequence[int]) -> dict[str, Any]:
+    """A UNet config (``conf/unet``) with its in/out channels and sample size taken from the stage-1 latent.
+
+    Unset (``None`` or ``???``) values are filled in; set ones must match the latent shape ``(C, h, w)``, or
+    the error names the key and the value it needs.
+    """
+    channels, height, width = (int(s) for s in latent_shape)
+    if height != width:
+        raise ValueError(f"the UNet needs square latents, got {height}x{width}")
+    config = dict(config)
+    for key, value in {"in_channels": channels, "out_channels": channels, "sample_size": height}.items():
+        current = config.get(key)
+        if current in (None, "???"):
+            config[key] = value
+        elif int(current) != value:
+            raise ValueError(
+                f"unet.{key}={current} does not match the stage-1 latent shape {tuple(latent_shape)} "
+                f"(needs {key}={value}); leave unet.{key} unset to take it from the autoencoder"
+            )
+    return config

@@ -134,6 +134,14 @@ def restore_module(cls: type[ModuleT], checkpoint: Mapping[str, Any], path: str 
     """
     where = f"checkpoint {str(path)!r}"
     hparams = dict(checkpoint.get("hyper_parameters") or {})
+    upgrade = getattr(cls, "upgrade_hyperparameters", None)  # what an earlier release stored, as cls takes it now
+    if upgrade is not None:
+        try:
+            hparams = upgrade(hparams)
+        except (TypeError, ValueError, KeyError) as error:
+            raise CorruptCheckpointError(
+                f"{where} is malformed: its hyper-parameters cannot be read ({type(error).__name__}: {error})"
+            ) from error
     required = [
         name
         for name, p in inspect.signature(cls.__init__).parameters.items()

@@ -28,6 +28,18 @@ _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, RuntimeError, KeyError
 # Classes only: tinyldm's *functions* include file writers, which a crafted file could aim anywhere.
 ALLOWED_TARGET_MODULES = ("tinyldm", "torch.optim")
 
+#: ``_target_``s that earlier releases stored and that name no class now. Configs holding them are converted by
+#: the code that reads them (``from_legacy_config``, ``split_legacy_sampler``), never built, so a file may
+#: name them.
+LEGACY_TARGETS = frozenset(
+    {
+        "tinyldm.diffusion.DDPMScheduler",
+        "tinyldm.diffusion.DDIMScheduler",
+        "tinyldm.diffusion.DPMSolverMultistepScheduler",
+        "tinyldm.diffusion.DiffusionSampler",
+    }
+)
+
 
 class UnsafeTargetError(ValueError):
     """A ``_target_`` read from a file names something outside :data:`ALLOWED_TARGET_MODULES`."""
@@ -67,6 +79,8 @@ def _resolve_allowed(target: str) -> Any:
 def check_target(target: Any, where: str) -> None:
     """Refuse ``target`` unless it names a class defined in an allowed module."""
     allowed = f"only classes from {', '.join(m + '.*' for m in ALLOWED_TARGET_MODULES)} may be named by a file"
+    if isinstance(target, str) and target in LEGACY_TARGETS:
+        return
     if not isinstance(target, str) or not target:
         raise UnsafeTargetError(f"{where}: _target_={target!r} is not a dotted name; {allowed}")
     parts = target.split(".")
