@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from tinyldm.diffusion.solver import validate_strength
 from tinyldm.lit.autoencoder_module import AutoencoderModule
 from tinyldm.lit.diffusion_module import LatentDiffusionModule
 from tinyldm.utils.checkpoints import require_stage, restore_module
@@ -133,6 +134,9 @@ def check_sample_config(cfg: DictConfig) -> None:
             check_int(c, "classes[...]", 0)
     if cfg.get("prompt") is not None and cfg.get("prompts") is not None:
         raise ValueError("give prompt=TEXT or prompts=FILE, not both")
+    if cfg.get("negative_class") is not None and cfg.get("negative_prompt") is not None:
+        raise ValueError("give negative_class= or negative_prompt=, not both")
+    check_int(cfg.get("negative_class"), "negative_class", 0, allow_none=True)
     if (cfg.get("prompt") is not None or cfg.get("prompts") is not None) and cfg.classes is not None:
         raise ValueError(
             "classes= selects labels of a class-conditional model; with prompts the prompts say what to draw"
@@ -141,6 +145,44 @@ def check_sample_config(cfg: DictConfig) -> None:
         raise ValueError(f'prompt={cfg.prompt!r} must be a string (quote it: prompt="a thick 7")')
     if cfg.get("prompts") is not None and not Path(str(cfg.prompts)).is_file():
         raise FileNotFoundError(f"prompts={cfg.prompts!r}: no such file (one prompt per line)")
+
+
+#: what ``edit.py`` does (``mode=``)
+EDIT_MODES = ("img2img", "inpaint", "interpolate")
+
+
+def check_edit_config(cfg: DictConfig) -> None:
+    """``edit.py``: the mode and what it needs, every value refused naming it, before any file is read."""
+    if cfg.mode not in EDIT_MODES:
+        raise ValueError(f"mode={cfg.mode!r} is not one of {list(EDIT_MODES)}")
+    for key, minimum in (("seed", 0), ("batch_size", 1), ("grid_per_row", 1), ("n", 1), ("resample_steps", 1)):
+        check_int(cfg[key], key, minimum)
+    check_device(cfg.device)
+    for one, other in (("target_class", "target_prompt"), ("negative_class", "negative_prompt")):
+        if cfg[one] is not None and cfg[other] is not None:
+            raise ValueError(f"give {one}= or {other}=, not both")
+    for key in ("target_class", "negative_class"):
+        check_int(cfg[key], key, 0, allow_none=True)
+    if cfg.mode == "interpolate":
+        classes, prompts = (cfg.from_class, cfg.to_class), (cfg.from_prompt, cfg.to_prompt)
+        if not ((None not in classes and prompts == (None, None)) or (None not in prompts and classes == (None, None))):
+            raise ValueError(
+                "mode=interpolate needs from_class= and to_class=, or from_prompt= and to_prompt= "
+                f"(got from_class={cfg.from_class!r}, to_class={cfg.to_class!r}, "
+                f"from_prompt={cfg.from_prompt!r}, to_prompt={cfg.to_prompt!r})"
+            )
+        for key in ("from_class", "to_class"):
+            check_int(cfg[key], key, 0, allow_none=True)
+        check_int(cfg.n, "n", 2)
+        check_int(cfg.to_seed, "to_seed", 0, allow_none=True)
+        return
+    if cfg.source is None:
+        raise ValueError(f"mode={cfg.mode} needs source=: an .npz, a 28x28 PNG or a folder of them, or heldout")
+    if cfg.mode == "img2img":
+        try:
+            validate_strength(cfg.strength)
+        except ValueError as error:
+            raise ValueError(f"{error} (strength={cfg.strength!r})") from None
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:

@@ -7,7 +7,8 @@ An ``.npz`` (read with ``allow_pickle=False``: a file from someone else is data,
   prompt that names no single class);
 * ``prompts`` (text models only): ``(N,)`` fixed-width unicode, the prompt each image was drawn from;
 * ``metadata``: a JSON string (sampler settings, seed, checkpoint path), so every evaluation can be
-  traced back to the settings that produced it.
+  traced back to the settings that produced it;
+* edits (``edit.py``) also hold ``sources``: uint8 ``(N, 28, 28)``, the image each one was made from.
 
 Beside it, a PNG grid of the same images; the two are one output, never half-replaced.
 """
@@ -51,6 +52,7 @@ def write_samples(
     grid: np.ndarray,
     overwrite: bool,
     prompts: list[str] | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write the npz (uint8 ``images`` (N, 28, 28), ``labels`` (N,), ``metadata``) and its ``grid`` PNG together.
 
@@ -72,6 +74,7 @@ def write_samples(
         arrays = {"images": images, "labels": labels.astype(np.int64), "metadata": np.array(json.dumps(metadata))}
         if prompts is not None:
             arrays["prompts"] = np.array(prompts, dtype=np.str_)
+        arrays.update(extra or {})  # e.g. an edit's ``sources`` (N, 28, 28) uint8
         with atomic_writes([out, grid_path]) as (npz, png):
             np.savez(npz, **arrays)
             png.write(png_bytes(grid))

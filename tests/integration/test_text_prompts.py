@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers.runs import path_overrides, read_metrics, run_script, sample_in_process
 
@@ -52,3 +53,23 @@ def test_mnist_text_trains_then_draws_and_scores_prompts(tmp_path, compose):
     assert not (tmp_path / "d.npz").exists()
     with pytest.raises(ValueError, match="not both"):
         _sample(compose, ckpt, tmp_path / "e.npz", prompt="'a 7'", prompts=str(prompts))
+
+    # negative prompts: the empty one is plain classifier-free guidance; another one changes the samples;
+    # a negative class is refused (this checkpoint reads prompts), as is a class target for an edit
+    from tinyldm.pipeline import LatentDiffusionPipeline
+
+    pipeline = LatentDiffusionPipeline.from_checkpoint(ckpt)
+    asked = ["a thick seven", "a thin three"]
+    plain = pipeline.generate(asked, seed=1)
+    assert torch.equal(pipeline.generate(asked, negative="", seed=1), plain)
+    assert not torch.equal(pipeline.generate(asked, negative="thick", seed=1), plain)
+    with pytest.raises(ValueError, match="negative_class=3: this checkpoint reads prompts; use negative_prompt"):
+        pipeline.generate(asked, negative=3)
+    _sample(compose, ckpt, tmp_path / "f.npz", prompt="'a seven'", n=2, negative_prompt="thick")
+    assert json.loads(str(np.load(tmp_path / "f.npz")["metadata"]))["negative"] == "thick"
+    images = pipeline.to_uint8(plain)
+    edited = pipeline.img2img(images, ["a thin seven", "a thick three"], 0.5, seed=0)
+    strip = pipeline.interpolate("a thick seven", "a thin seven", 3, seed=2)
+    assert torch.equal(strip[0], pipeline.generate(["a thick seven"] * 3, seed=2)[0])
+    assert torch.equal(strip[-1], pipeline.generate(["a thin seven"] * 3, seed=2)[-1])
+    assert edited.shape == (2, 1, 32, 32)

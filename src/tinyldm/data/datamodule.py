@@ -19,7 +19,6 @@ import logging
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from tinyldm.data.sources import (
@@ -30,26 +29,17 @@ from tinyldm.data.sources import (
     DataArrays,
     load_arrays,
 )
+from tinyldm.utils.images import from_uint8
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DigitsDataModule"]
 
 _RAW_SIZE = IMAGE_HW[0]  # 28
-_BACKGROUND = -1.0  # black pixels after scaling to [-1, 1]
-
-
-def _to_unit_range(images: np.ndarray, pad: int) -> torch.Tensor:
-    """uint8 ``(N, 28, 28)`` -> float32 ``(N, 1, 28 + 2 pad, 28 + 2 pad)`` in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float()  # (N, 28, 28)
-    x = x.div(127.5).sub(1.0).unsqueeze(1)  # (N, 1, 28, 28)
-    if pad:
-        x = F.pad(x, (pad, pad, pad, pad), value=_BACKGROUND)  # (N, 1, S, S)
-    return x
 
 
 def _to_dataset(images: np.ndarray, labels: np.ndarray, pad: int) -> TensorDataset:
-    return TensorDataset(_to_unit_range(images, pad), torch.from_numpy(labels.astype(np.int64)))
+    return TensorDataset(from_uint8(images, pad), torch.from_numpy(labels.astype(np.int64)))
 
 
 class DigitsDataModule(L.LightningDataModule):
@@ -264,4 +254,4 @@ class DigitsDataModule(L.LightningDataModule):
 
     def from_uint8(self, images: np.ndarray) -> torch.Tensor:
         """uint8 ``(N, 28, 28)`` pixels -> model-space ``(N, 1, S, S)`` in [-1, 1], padded like the training data."""
-        return _to_unit_range(np.asarray(images, dtype=np.uint8), self.pad)
+        return from_uint8(np.asarray(images, dtype=np.uint8), self.pad)

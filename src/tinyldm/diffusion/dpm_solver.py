@@ -75,20 +75,17 @@ class DPMSolver2M(Solver):
             make_grid(schedule.alphas_cumprod, steps, self.timestep_spacing, self.logsnr_range)  # raises if it cannot
         return steps
 
-    def set_timesteps(self, schedule: NoiseSchedule, device: torch.device | str | None = None) -> None:
-        """Descending grid of ``steps`` timesteps on ``schedule``, starting at ``T - 1``; resets the history.
+    def _grid(self, schedule: NoiseSchedule, steps: int) -> list[int]:
+        """Descending grid of ``steps`` timesteps on ``schedule``, starting at ``T - 1`` (:mod:`timestep_grid`);
+        all ``T`` steps visit every timestep whatever the spacing."""
+        T = schedule.num_train_timesteps
+        if steps == T:
+            return list(range(T - 1, -1, -1))
+        return make_grid(schedule.alphas_cumprod, steps, self.timestep_spacing, self.logsnr_range)
 
-        All ``T`` steps visit every timestep whatever the spacing.
-        """
-        super().set_timesteps(schedule)  # validates the step count and the grid
-        n, T = self.num_inference_steps, self.num_train_timesteps
-        if n == T:
-            grid = list(range(T - 1, -1, -1))
-        else:
-            grid = make_grid(schedule.alphas_cumprod, n, self.timestep_spacing, self.logsnr_range)
+    def _start(self, grid: list[int]) -> None:
+        """A new trajectory: no history, and each grid point's successor (a later start keeps the same grid)."""
         self._next_timestep = dict(zip(grid, grid[1:] + [-1], strict=True))
-        timesteps = torch.tensor(grid, dtype=torch.long)  # (n,) descending
-        self.timesteps = timesteps.to(device) if device is not None else timesteps
         self._previous: tuple[Tensor, Tensor] | None = None  # (lambda, x0 estimate) of the last step
         self._expected_timestep: int | None = None
 

@@ -30,6 +30,7 @@ from tinyldm.diffusion.ddim import DDIMSolver
 from tinyldm.diffusion.ddpm import DDPMSolver
 from tinyldm.diffusion.dpm_solver import DPMSolver2M
 from tinyldm.diffusion.dpm_solver_sde import DPMSolver2MSDE
+from tinyldm.diffusion.editing import Source
 from tinyldm.diffusion.guidance import (
     AdaptiveProjectedGuidance,
     ClassifierFreeGuidance,
@@ -88,6 +89,38 @@ class ConditionedDenoiser:
     def batch_size(self) -> int:
         return int(self.cond_context.shape[0])
 
+    @classmethod
+    def between(cls, start: ConditionedDenoiser, end: ConditionedDenoiser, weights: Tensor) -> ConditionedDenoiser:
+        """The conditions ``(1 - w) * start + w * end`` per sample (``weights`` ``(B,)`` in [0, 1]): interpolation.
+
+        Contexts are blended linearly (the unconditional side is ``start``'s). Padding masks (text prompts of
+        different lengths) are ``start``'s at weight 0, ``end``'s at 1, and their union between, so both
+        ends are exactly the plain conditions.
+        """
+        w = weights.to(start.cond_context.dtype)
+
+        def mix(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+            if a is None:
+                return None
+            return torch.lerp(a, b, w.view(-1, *([1] * (a.ndim - 1))))  # (B, L, D)
+
+        def mask(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+            if a is None:
+                return None
+            union = a | b  # (B, L)
+            return torch.where((w == 0).view(-1, 1), a, torch.where((w == 1).view(-1, 1), b, union))
+
+        return cls(
+            start.denoiser,
+            mix(start.cond_context, end.cond_context),
+            mask(start.cond_mask, end.cond_mask),
+            start.uncond_context,
+            start.uncond_mask,
+            start.guide_denoiser,
+            mix(start.guide_context, end.guide_context),
+            mask(start.guide_mask, end.guide_mask),
+        )
+
     @property
     def unconditional(self) -> bool:
         return self.uncond_context is None
@@ -123,8 +156,10 @@ def sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
     trajectory_at: Iterable[int] | None = None,
+    source: Source | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, dict[int, Tensor]]:
-    """Draw samples ``(B, C, H, W)`` by running the reverse process from pure noise.
+    """Draw samples ``(B, C, H, W)`` by running the reverse process from pure noise, or edit a source.
 
     Args:
         model: the denoiser and the batch's conditions (and the guide, for autoguidance).
@@ -138,6 +173,11 @@ def sample(
         progress: show a ``rich`` progress bar over the steps.
         trajectory_at: timesteps at which to record the predicted ``x0`` (for a denoising-trajectory
             strip), each snapped to the nearest grid timestep.
+        source: an edit's source (:class:`~tinyldm.diffusion.editing.Source`): start part-way down the grid
+            from its latents (image-to-image) and keep part of it at every step (inpainting). The draws
+            from ``generator`` start as plain sampling's, so strength 1 with nothing kept is plain sampling.
+        noise: the starting noise ``(B, C, H, W)`` instead of a draw from ``generator`` (interpolation
+            between two seeds); the solver's own noise still comes from ``generator``.
 
     Returns:
         The final ``x0`` ``(B, C, H, W)`` in float32, or ``(x0, {t: x0_hat_t})`` with ``trajectory_at``,
@@ -152,19 +192,37 @@ def sample(
             "set guidance.autoguidance=1 (off) or pass the guide"
         )
     device = model.cond_context.device
-    solver.set_timesteps(schedule)
+    solver.set_timesteps(schedule, strength=source.strength if source is not None else 1.0)
     grid = [int(t) for t in solver.timesteps]  # descending
-    record = _snap_to_grid(trajectory_at, grid) if trajectory_at is not None else set()
+    record = _snap_to_grid(trajectory_at, grid) if trajectory_at is not None and grid else set()
     trajectory: dict[int, Tensor] = {}
 
     draw_device = generator.device if generator is not None else device
-    x = torch.randn(shape, generator=generator, device=draw_device).to(device)  # (B, C, H, W) x_T ~ N(0, I)
+    if noise is None:
+        noise = torch.randn(shape, generator=generator, device=draw_device)  # (B, C, H, W) x_T ~ N(0, I)
+    elif tuple(noise.shape) != shape:
+        raise ValueError(f"noise has shape {tuple(noise.shape)}, the samples {shape}")
+    x = noise.to(device)
+    if source is not None:
+        x = source.start(x, schedule, solver.start_timestep())  # (B, C, H, W)
+    repeats = source.resample_steps if source is not None else 1
     state: Any = None  # what the guidance carries from step to step (APG's momentum)
-    for t in _maybe_track(grid, progress):
+    for i, t in enumerate(_maybe_track(grid, progress)):
         t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)  # (B,)
-        output, state = guidance.output(model, schedule, x, t, t_batch, state)  # (B, C, H, W)
-        out = solver.step(output, t, x, generator=generator)
-        x = out.prev_sample  # (B, C, H, W)
+        previous = grid[i + 1] if i + 1 < len(grid) else -1  # the step's new timestep (-1: the clean end)
+        for repeat in range(repeats):
+            again = repeat < repeats - 1  # RePaint: this step runs once more from x noised back up
+            before = (solver.snapshot(), state) if again else None
+            output, state = guidance.output(model, schedule, x, t, t_batch, state)  # (B, C, H, W)
+            out = solver.step(output, t, x, generator=generator)
+            stepped = out.prev_sample  # (B, C, H, W)
+            if source is not None:
+                stepped = source.blend(stepped, schedule, previous, generator)
+            if again:
+                x = source.renoise(stepped, schedule, t, previous, generator)
+                solver.restore(before[0])
+                state = before[1]
+        x = stepped
         if t in record:
             trajectory[t] = out.pred_original_sample.clone()
     return (x, trajectory) if trajectory_at is not None else x

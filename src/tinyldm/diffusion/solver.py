@@ -83,6 +83,13 @@ def randn_from(generator: torch.Generator | None, shape: torch.Size, like: Tenso
     return noise.to(like.device)
 
 
+def validate_strength(strength: Any) -> float:
+    """``strength`` as a float in ``[0, 1]`` (the share of the grid an edit runs); else ``ValueError`` naming it."""
+    if not _is_number(strength) or not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be a number in [0, 1] (0: the source as it is, 1: afresh), got {strength!r}")
+    return float(strength)
+
+
 def validate_steps(steps: Any) -> int | None:
     """``steps`` as given: an integer >= 1, or ``None`` (every training timestep); else ``ValueError`` naming it."""
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
@@ -171,17 +178,42 @@ class Solver(ABC):
             )
         return steps
 
-    def set_timesteps(self, schedule: NoiseSchedule, device: torch.device | str | None = None) -> None:
+    def set_timesteps(
+        self, schedule: NoiseSchedule, device: torch.device | str | None = None, strength: float = 1.0
+    ) -> None:
         """Lay the descending timestep grid on ``schedule`` and start a new trajectory.
 
-        Uses diffusers' default ``"leading"`` spacing: ``step_ratio = T // n`` and the grid
-        ``[(n-1) * step_ratio, ..., step_ratio, 0]``; ``n = T`` gives every timestep ``T-1 .. 0``.
+        ``strength`` < 1 starts part-way down it, as diffusers' image-to-image ``strength`` does: of the
+        ``n`` grid steps only the last ``int(n * strength)`` run (none at 0), so an edit noises its source
+        to the first of them (:meth:`start_timestep`) and denoises from there with the same grid.
         """
         steps = self.check_schedule(schedule)
         self.schedule, self.num_inference_steps = schedule, steps
-        step_ratio = schedule.num_train_timesteps // steps
-        timesteps = torch.arange(steps - 1, -1, -1, dtype=torch.long) * step_ratio  # (n,) descending
+        grid = self._grid(schedule, steps)  # the whole descending grid, T-1 (or so) .. 0
+        self._start(grid)
+        run = min(int(steps * validate_strength(strength)), steps)
+        timesteps = torch.tensor(grid[steps - run :], dtype=torch.long)  # (run,) descending
         self.timesteps = timesteps.to(device) if device is not None else timesteps
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the solver carries between steps, to :meth:`restore` when a step is run again (RePaint)."""
+        return dict(vars(self))  # shallow: a step replaces its state, it never changes a tensor in place
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        vars(self).update(snapshot)
+
+    def start_timestep(self) -> int | None:
+        """The timestep the trajectory starts at: where an edit's source is noised to (None: no step runs)."""
+        return int(self.timesteps[0]) if len(self.timesteps) else None
+
+    def _grid(self, schedule: NoiseSchedule, steps: int) -> list[int]:
+        """The descending grid of ``steps`` timesteps: diffusers' default ``"leading"`` spacing,
+        ``step_ratio = T // n`` and ``[(n-1) * step_ratio, ..., step_ratio, 0]`` (``n = T``: every timestep)."""
+        step_ratio = schedule.num_train_timesteps // steps
+        return [k * step_ratio for k in range(steps - 1, -1, -1)]
+
+    def _start(self, grid: list[int]) -> None:  # noqa: B027 - a hook: most solvers carry nothing between steps
+        """Reset what a solver carries from step to step, for a trajectory on ``grid`` (none here)."""
 
     def previous_timestep(self, timestep: int) -> int:
         """The grid point after ``timestep`` (``-1`` past the last one, meaning "clean")."""

@@ -20,6 +20,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.lit.optim import build_optimizers, fused_allowed
+from tinyldm.lit.upgrades import upgrade_stage1
 from tinyldm.utils.checkpoints import stamp
 from tinyldm.utils.images import crop, grid_uint8, to_unit
 from tinyldm.utils.instantiate import build
@@ -68,14 +69,8 @@ class AutoencoderModule(L.LightningModule):
 
     @classmethod
     def upgrade_hyperparameters(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
-        """A checkpoint's hyper-parameters as this release's constructor takes them: the scale-equivariance loss,
-        which lost every measurement (docs/experiments/scale-equivariance.md), is gone; it only shaped how that
-        run trained, so the file still loads (with a warning if it was on)."""
-        upgraded = dict(hparams)
-        if upgraded.pop("scale_equivariance", 0.0):
-            log.warning("This checkpoint's stage 1 was trained with scale_equivariance, which tinyldm no longer has")
-        upgraded.pop("scale_equivariance_factor", None)
-        return upgraded
+        """A checkpoint's hyper-parameters as this release's constructor takes them (:mod:`tinyldm.lit.upgrades`)."""
+        return upgrade_stage1(hparams)
 
     # ------------------------------------------------------------------ training
     def _step(self, images: torch.Tensor, split: str) -> tuple[torch.Tensor, Any]:

@@ -20,24 +20,19 @@ from torchmetrics import MeanMetric
 
 from tinyldm.autoencoders.base import Autoencoder
 from tinyldm.denoiser import ConditionalDenoiser
-from tinyldm.diffusion import ClassifierFreeGuidance, ConditionedDenoiser, NoiseSchedule, Solver, from_legacy_config
+from tinyldm.diffusion import ClassifierFreeGuidance, ConditionedDenoiser, NoiseSchedule, Solver
 from tinyldm.diffusion import sample as run_sampler
+from tinyldm.diffusion.editing import Source
 from tinyldm.diffusion.loss import DiffusionLoss
-from tinyldm.diffusion.sampling import is_legacy_sampler, split_legacy_sampler
 from tinyldm.lit.ema import ema_with_warmup, power_function_ema, validate_ema, validate_guide_at
 from tinyldm.lit.optim import build_optimizers, fused_allowed
+from tinyldm.lit.upgrades import upgrade_stage2
 from tinyldm.utils.checkpoints import stamp
 from tinyldm.utils.images import grid_uint8
 from tinyldm.utils.instantiate import build
 
 STAGE = "diffusion"
 log = logging.getLogger(__name__)
-
-#: stage-2 hyper-parameters of earlier releases that no longer exist: training-only switches that lost every
-#: measurement (docs/experiments/training-levers.md), with the value that meant "off"
-_REMOVED_SWITCHES = {"noise_assignment": "independent", "input_perturbation": 0.0}
-#: stage-2 hyper-parameters of earlier releases that belong to the run now, not the model (its grids' cadence)
-_RUN_SETTINGS = ("grid",)
 
 
 class LatentDiffusionModule(L.LightningModule):
@@ -133,36 +128,8 @@ class LatentDiffusionModule(L.LightningModule):
 
     @classmethod
     def upgrade_hyperparameters(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
-        """A checkpoint's hyper-parameters as this release's constructor takes them (checked files only).
-
-        Earlier releases stored: one ``sampler`` config for the solver and the guidance (split in two);
-        ``min_snr_gamma`` and ``timestep_sampling`` beside the module (now its ``loss``); a 0.1 ``scheduler``
-        with clipping in it (:func:`~tinyldm.diffusion.noise_schedule.from_legacy_config`: the clipping goes
-        to the solver); training switches that were removed. A removed switch that was on only shaped how
-        that run trained, not how it samples, so the file still loads, with a warning.
-        """
-        upgraded = dict(hparams)
-        if is_legacy_sampler(upgraded.get("sampler")):
-            upgraded["sampler"], upgraded["guidance"] = split_legacy_sampler(upgraded["sampler"])
-        schedule, clipping = from_legacy_config(upgraded["scheduler"]) if "scheduler" in upgraded else ({}, {})
-        if clipping:
-            upgraded["sampler"] = {**upgraded["sampler"], **clipping}
-        if "scheduler" in upgraded:
-            upgraded["scheduler"] = schedule
-        if "loss" not in upgraded:
-            sampling = dict(upgraded.pop("timestep_sampling", None) or {})
-            sampling.pop("stratified", None)  # removed with the other lost switches
-            upgraded["loss"] = {
-                "_target_": f"{DiffusionLoss.__module__}.{DiffusionLoss.__qualname__}",
-                "min_snr_gamma": upgraded.pop("min_snr_gamma", None),
-                "timestep_sampling": sampling or None,
-            }
-        for name in _RUN_SETTINGS:
-            upgraded.pop(name, None)
-        for name, off in _REMOVED_SWITCHES.items():
-            if upgraded.pop(name, off) != off:
-                log.warning("This checkpoint was trained with %s, which tinyldm no longer has; it still samples", name)
-        return upgraded
+        """A checkpoint's hyper-parameters as this release's constructor takes them (:mod:`tinyldm.lit.upgrades`)."""
+        return upgrade_stage2(hparams)
 
     # ------------------------------------------------------------------ plumbing
     def train(self, mode: bool = True) -> LatentDiffusionModule:
@@ -286,6 +253,12 @@ class LatentDiffusionModule(L.LightningModule):
             return self.autoencoder.decode(latents.float() / self.autoencoder.scale_factor)
 
     @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, H, W) in [-1, 1] -> scaled latents (B, C, h, w), encoded in fp32: what stage 2 diffuses."""
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            return self.autoencoder.encode(images.float()).float() * self.autoencoder.scale_factor
+
+    @torch.no_grad()
     def sample(
         self,
         labels: torch.Tensor | Sequence[str] | None,
@@ -294,12 +267,16 @@ class LatentDiffusionModule(L.LightningModule):
         solver: Solver | None = None,
         guidance: ClassifierFreeGuidance | None = None,
         progress: bool = False,
+        negative: torch.Tensor | Sequence[str] | None = None,
+        source: Source | None = None,
     ) -> torch.Tensor:
         """Images (B, 1, H, W) in [-1, 1] for ``labels`` (B,), from the EMA weights (default solver and guidance: ours).
 
         A text model also takes ``B`` prompts as ``labels`` (a label alone is asked as its class name).
         Unconditional models take ``labels=None`` and ``num_samples``; the guidance scale is then ignored.
         Another guidance scale is another guidance: ``guidance=module.guidance.replace(scale=s)``.
+        ``negative`` (B labels or prompts) is what guidance steers away from instead of the empty condition;
+        ``source`` makes this an edit (:class:`~tinyldm.diffusion.editing.Source`).
         """
         if labels is None:
             if self.is_conditional:
@@ -311,7 +288,8 @@ class LatentDiffusionModule(L.LightningModule):
             labels = labels.to(self.device) if isinstance(labels, torch.Tensor) else list(labels)
             batch = len(labels)
         solver, guidance = solver or self.solver, guidance or self.guidance
-        latents = self._sample_latents(solver, guidance, labels, batch, generator, progress=progress)  # (B, C, h, w)
+        model = self.conditioned(labels, batch, guidance, negative)
+        latents = self.sample_latents(model, solver, guidance, generator, progress=progress, source=source)
         return self.decode_latents(latents)
 
     @property
@@ -339,25 +317,39 @@ class LatentDiffusionModule(L.LightningModule):
         """``guidance`` for a grid drawn during training: without autoguidance until the guide is taken."""
         return guidance if self.guide_ready else guidance.replace(autoguidance=1.0)
 
-    def _sample_latents(
-        self,
-        solver: Solver,
-        guidance: ClassifierFreeGuidance,
-        labels: Any,
-        batch: int,
-        generator: torch.Generator | None,
-        **options: Any,
-    ) -> Any:
-        """Sample the EMA denoiser for ``labels`` (or prompts; None: unconditional); ``options`` go to the loop."""
+    @torch.no_grad()
+    def conditioned(
+        self, labels: Any, batch: int, guidance: ClassifierFreeGuidance, negative: Any = None
+    ) -> ConditionedDenoiser:
+        """The EMA denoiser bound to ``labels`` (or prompts; None: unconditional) for ``batch`` samples.
+
+        The unconditional side of guidance is the empty condition, or ``negative`` (``batch`` labels or
+        prompts) when given; the autoguidance guide, when ``guidance`` uses one, reads the labels through its
+        own conditioner (a snapshot too).
+        """
         guide = self.guide_for(guidance)
         denoiser = self.ema.module.eval()
         cond, cond_mask = denoiser.context(labels, batch, drop_labels=False)  # (B, K, D), (B, K) or None
-        # the guide's conditioner is its own snapshot too: it reads the labels through its own tokens
         guide_cond, guide_mask = guide.context(labels, batch, drop_labels=False) if guide is not None else (None, None)
         # None tells the loop the model is unconditional: it samples with ``cond`` alone, whatever the scale
-        uncond, uncond_mask = denoiser.unconditional_context(batch) if self.is_conditional else (None, None)
-        model = ConditionedDenoiser(denoiser, cond, cond_mask, uncond, uncond_mask, guide, guide_cond, guide_mask)
-        shape = (batch, *self.latent_shape)
+        if not self.is_conditional:
+            uncond, uncond_mask = None, None
+        elif negative is None:
+            uncond, uncond_mask = denoiser.unconditional_context(batch)
+        else:
+            uncond, uncond_mask = denoiser.context(negative, batch, drop_labels=False)
+        return ConditionedDenoiser(denoiser, cond, cond_mask, uncond, uncond_mask, guide, guide_cond, guide_mask)
+
+    def sample_latents(
+        self,
+        model: ConditionedDenoiser,
+        solver: Solver,
+        guidance: ClassifierFreeGuidance,
+        generator: torch.Generator | None,
+        **options: Any,
+    ) -> Any:
+        """Run the sampling loop for ``model`` on this model's noise schedule and latent shape; ``options`` go on."""
+        shape = (model.batch_size, *self.latent_shape)
         return run_sampler(model, self.noise_schedule, solver, guidance, shape, generator, **options)
 
     @torch.no_grad()
@@ -369,9 +361,9 @@ class LatentDiffusionModule(L.LightningModule):
         generator = torch.Generator(device="cpu").manual_seed(seed)
         labels = torch.arange(max(self.num_classes, 1), device=self.device)
         conditions = labels if self.is_conditional else None
-        final, trajectory = self._sample_latents(
-            self.solver, self._ready(self.guidance), conditions, labels.shape[0], generator, trajectory_at=timesteps
-        )
+        guidance = self._ready(self.guidance)
+        model = self.conditioned(conditions, labels.shape[0], guidance)
+        final, trajectory = self.sample_latents(model, self.solver, guidance, generator, trajectory_at=timesteps)
         columns = [self.decode_latents(trajectory[t]) for t in sorted(trajectory, reverse=True)]
         columns.append(self.decode_latents(final))
         strip = torch.stack(columns, dim=1).flatten(0, 1)  # (batch * columns, 1, H, W), row-major per class

@@ -41,8 +41,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         labels = pipeline.labels(int(cfg.n_per_class), cfg.classes, cfg.n)
         requests = labels
     log.info("Sampling %d images with %r and %r from %s", len(labels), solver, guidance, cfg.ckpt)
+    negative = cfg.get("negative_prompt") if cfg.get("negative_prompt") is not None else cfg.get("negative_class")
     images = pipeline.generate(
         requests,
+        negative=negative,
         solver=solver,
         guidance=guidance,
         seed=int(cfg.seed),
@@ -53,6 +55,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "ckpt": str(Path(cfg.ckpt).resolve()),
         "sampler": solver.as_config(),
         "guidance": guidance.as_config(),
+        "negative": negative,
         "seed": int(cfg.seed),
         "n_per_class": int(cfg.n_per_class),
         "classes": sorted({int(c) for c in labels.tolist() if c >= 0}),

@@ -29,6 +29,20 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
+#: the background of the data after scaling to [-1, 1] (black), which pads 28x28 images to 32x32
+BACKGROUND = -1.0
+
+
+def from_uint8(images: np.ndarray, pad: int = 0) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` -> float32 ``(N, 1, H + 2 pad, W + 2 pad)`` in [-1, 1], padded with background:
+    the inverse of :func:`to_uint8`, and how the data were stored."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float()  # (N, H, W)
+    x = x.div(127.5).sub(1.0).unsqueeze(1)  # (N, 1, H, W)
+    if pad:
+        x = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=BACKGROUND)  # (N, 1, H + 2 pad, W + 2 pad)
+    return x
+
+
 def to_uint8(images: torch.Tensor, pad: int = 0) -> np.ndarray:
     """(B, 1, H, W) floats in [-1, 1] -> (B, H - 2 pad, W - 2 pad) uint8 array."""
     unit = to_unit(crop(images.detach().cpu(), pad))
