@@ -5,7 +5,7 @@
 someone else is read the same careful way everywhere (weights only, stored ``_target_``\\ s
 checked against the allow-list: :mod:`tinyldm.utils.checkpoints`).
 
-    pipeline = LatentDiffusionPipeline.from_checkpoint("runs/.../diffusion.ckpt", device="cpu")
+    pipeline = LatentDiffusionPipeline.load("runs/.../diffusion.ckpt", device="cpu")  # or a model folder
     labels = pipeline.labels(n_per_class=8)                       # (80,) 0,0,...,9
     images = pipeline.generate(labels, seed=0)                    # (80, 1, 32, 32) in [-1, 1]
     pixels = pipeline.to_uint8(images)                            # (80, 28, 28) uint8
@@ -26,6 +26,7 @@ from tinyldm.diffusion.editing import Source, slerp
 from tinyldm.diffusion.solver import validate_strength
 from tinyldm.lit.diffusion_module import LatentDiffusionModule
 from tinyldm.masks import latent_keep
+from tinyldm.model_folder import is_model_folder, load_model_folder, save_model_folder
 from tinyldm.utils.checkpoints import require_stage, restore_module
 from tinyldm.utils.images import from_uint8, to_uint8
 from tinyldm.utils.instantiate import build
@@ -47,6 +48,33 @@ class LatentDiffusionPipeline:
         """Read a stage-2 checkpoint (refusing stage-1, foreign or unsafe files with a clear error)."""
         model = restore_module(LatentDiffusionModule, require_stage(path, "diffusion"), path)
         return cls(model.to(device).eval())
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu") -> LatentDiffusionPipeline:
+        """Read a model folder written by :meth:`save_pretrained` (JSON and safetensors only).
+
+        Read as carefully as a checkpoint (:mod:`tinyldm.model_folder`): allow-listed ``_target_``\\ s, every
+        tensor checked, errors that name the file.
+        """
+        return cls(load_model_folder(path).to(device).eval())
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> LatentDiffusionPipeline:
+        """A model folder or a ``.ckpt``, whichever ``path`` is: what ``ckpt=`` accepts in every entry point."""
+        if Path(path).is_dir():
+            if not is_model_folder(path):
+                raise FileNotFoundError(
+                    f"{str(path)!r} is a folder but not a tinyldm model folder (it has no model_index.json); "
+                    "give a stage-2 .ckpt or a folder written by export.py"
+                )
+            return cls.from_pretrained(path, device)
+        return cls.from_checkpoint(path, device)
+
+    def save_pretrained(
+        self, path: str | Path, card: str | None = None, files: Mapping[str, str] | None = None
+    ) -> Path:
+        """Write the model as a model folder at ``path`` (refused if it exists), ``card`` as its README.md."""
+        return save_model_folder(self.model, path, card, files)
 
     @property
     def autoencoder(self) -> torch.nn.Module:

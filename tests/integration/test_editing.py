@@ -10,22 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.runs import path_overrides, run_script
+from tests.helpers.runs import run_script
 
-SMOKE = ["model=vqvae", "+experiment=mnist_cond", "debug=smoke", "dataset.source=bundled", "logger=none"]
 HELD_OUT = ["dataset=mnist", "dataset.source=bundled", "dataset.max_train_samples=256"]
 
 
 @pytest.fixture(scope="module")
-def main_job(tmp_path_factory) -> dict[str, Path]:
-    tmp = tmp_path_factory.mktemp("editing")
-    run_dir = tmp / "run"
-    run_script(
-        "train.py",
-        [*SMOKE, "evaluation.enabled=false", "diffusion.grid.every_n_steps=0", *path_overrides(tmp)],
-        run_dir,
-    )
-    return {"tmp": tmp, "ckpt": run_dir / "checkpoints" / "diffusion.ckpt"}
+def main_job(smoke_main_job) -> dict[str, Path]:
+    return smoke_main_job
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.runs import path_overrides, read_metrics, run_script
+from tests.helpers.runs import path_overrides, read_metrics
 
 # the smoke main job's data and evaluation, as evaluate.py must be told them to read its samples the same way
 SMOKE_DATA = [
@@ -23,25 +23,8 @@ SMOKE_DATA = [
 
 
 @pytest.fixture(scope="module")
-def main_job(tmp_path_factory) -> dict[str, Path]:
-    """The main job's form on the smoke config: its stored sampler is the SDE solver with APG and autoguidance,
-    none of which is conf/sampler's default, so drawing with anything else shows."""
-    tmp = tmp_path_factory.mktemp("main_job")
-    run_dir = tmp / "run"
-    run_script(
-        "train.py",
-        [
-            "model=vqvae",
-            "+experiment=mnist_cond",
-            "debug=smoke",
-            "dataset.source=bundled",
-            "logger=none",
-            "diffusion.grid.every_n_steps=0",
-            *path_overrides(tmp),
-        ],
-        run_dir,
-    )
-    return {"tmp": tmp, "run": run_dir, "ckpt": run_dir / "checkpoints" / "diffusion.ckpt"}
+def main_job(smoke_main_job) -> dict[str, Path]:
+    return smoke_main_job
 
 
 def _stored(ckpt: Path) -> tuple[dict, dict]:

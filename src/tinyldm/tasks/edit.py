@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out, grid_path = check_output_path(cfg.out, bool(cfg.overwrite))
     mask = parse_mask(cfg.mask) if cfg.mode == "inpaint" else None
     sources = read_sources(cfg) if cfg.mode != "interpolate" else None
-    pipeline = LatentDiffusionPipeline.from_checkpoint(cfg.ckpt, resolve_device(cfg.device))
+    pipeline = LatentDiffusionPipeline.load(cfg.ckpt, resolve_device(cfg.device))
     # the run's own solver and guidance, unless sampler=... / guidance=... say otherwise
     solver, guidance = pipeline.sampling_for(given_keys(cfg.sampler), given_keys(cfg.guidance))
     negative = cfg.negative_prompt if cfg.negative_prompt is not None else cfg.negative_class

@@ -43,12 +43,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         images, labels = validate_samples(images, labels, datamodule.num_classes, what=f"samples={cfg.samples!r}")
         samples = (images, labels, metadata)
         ckpt = metadata.get("ckpt")  # its model, when that file is still there: the reconstruction ceiling
-        if ckpt and Path(str(ckpt)).is_file():
-            pipeline = LatentDiffusionPipeline.from_checkpoint(ckpt, resolve_device(cfg.device))
+        if ckpt and Path(str(ckpt)).exists():
+            pipeline = LatentDiffusionPipeline.load(ckpt, resolve_device(cfg.device))
         else:
             log.info("No reconstruction ceiling: the samples file names no readable checkpoint (ckpt=%r)", ckpt)
     else:
-        pipeline = LatentDiffusionPipeline.from_checkpoint(cfg.ckpt, resolve_device(cfg.device))
+        pipeline = LatentDiffusionPipeline.load(cfg.ckpt, resolve_device(cfg.device))
         # the run's own solver and guidance, unless sampler=... / guidance=... say otherwise
         solver, guidance = pipeline.sampling_for(given_keys(cfg.sampler), given_keys(cfg.guidance))
     result = evaluate(

@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_sample_config(cfg)
     out, grid_path = check_output_path(cfg.out, bool(cfg.overwrite))
     asked = read_prompts(cfg.get("prompt"), cfg.get("prompts"))
-    pipeline = LatentDiffusionPipeline.from_checkpoint(cfg.ckpt, resolve_device(cfg.device))
+    pipeline = LatentDiffusionPipeline.load(cfg.ckpt, resolve_device(cfg.device))
     # the run's own solver and guidance, unless sampler=... / guidance=... say otherwise
     solver, guidance = pipeline.sampling_for(given_keys(cfg.sampler), given_keys(cfg.guidance))
     per_row = int(cfg.grid_per_class)
