@@ -23,6 +23,7 @@ import torch
 from tinyldm.conditioners import TextConditioner
 from tinyldm.diffusion import ClassifierFreeGuidance, ConditionedDenoiser, Solver
 from tinyldm.diffusion.editing import Source, slerp
+from tinyldm.diffusion.sampling import Progress
 from tinyldm.diffusion.solver import validate_strength
 from tinyldm.lit.diffusion_module import LatentDiffusionModule
 from tinyldm.masks import latent_keep
@@ -136,6 +137,12 @@ class LatentDiffusionPipeline:
             raise ValueError("prompts given, but this checkpoint is not text-conditioned (conditioner=text)")
         self.model.denoiser.conditioner.tokenizer.encode(list(prompts))
 
+    def unknown_words(self, prompts: Sequence[str]) -> list[str]:
+        """The words of ``prompts`` the model's vocabulary lacks (each once, in order): they are read as UNK."""
+        self.check_prompts(prompts)
+        tokenizer = self.model.denoiser.conditioner.tokenizer
+        return list(dict.fromkeys(word for prompt in prompts for word in tokenizer.unknown_words(prompt)))
+
     def prompt_labels(self, prompts: Sequence[str]) -> torch.Tensor:
         """(N,) the class each prompt names (-1: none or several), after :meth:`check_prompts`."""
         self.check_prompts(prompts)
@@ -151,7 +158,7 @@ class LatentDiffusionPipeline:
         guidance: ClassifierFreeGuidance | None = None,
         seed: int = 0,
         batch_size: int = 250,
-        progress: bool = False,
+        progress: Progress = False,
     ) -> torch.Tensor:
         """Images (N, 1, H, W) in [-1, 1] for ``labels`` (N,) (-1s for an unconditional model), or N prompts.
 
@@ -174,7 +181,7 @@ class LatentDiffusionPipeline:
         guidance: ClassifierFreeGuidance | None = None,
         seed: int = 0,
         batch_size: int = 250,
-        progress: bool = False,
+        progress: Progress = False,
     ) -> torch.Tensor:
         """``images`` (uint8 (N, 28, 28)) redrawn as ``targets`` (N labels or prompts): (N, 1, H, W) in [-1, 1].
 
@@ -199,7 +206,7 @@ class LatentDiffusionPipeline:
         guidance: ClassifierFreeGuidance | None = None,
         seed: int = 0,
         batch_size: int = 250,
-        progress: bool = False,
+        progress: Progress = False,
     ) -> torch.Tensor:
         """``images`` (uint8 (N, 28, 28)) with the pixels ``mask`` ((28, 28) bool, True: draw) drawn anew as
         ``targets`` (N labels or prompts): (N, 1, H, W) in [-1, 1].
@@ -229,7 +236,7 @@ class LatentDiffusionPipeline:
         end_seed: int | None = None,
         solver: Solver | None = None,
         guidance: ClassifierFreeGuidance | None = None,
-        progress: bool = False,
+        progress: Progress = False,
     ) -> torch.Tensor:
         """A strip of ``n`` images (n, 1, H, W) from condition ``start`` to ``end`` (two classes, or two prompts).
 
@@ -324,7 +331,7 @@ class LatentDiffusionPipeline:
         guidance: ClassifierFreeGuidance | None,
         seed: int,
         batch_size: int,
-        progress: bool,
+        progress: Progress,
         sources: torch.Tensor | None = None,
         strength: float = 1.0,
         keep: torch.Tensor | None = None,

@@ -20,8 +20,8 @@ solver's and the guidance's settings (``kind``, ``guidance_scale``, ``apg_moment
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
@@ -39,6 +39,10 @@ from tinyldm.diffusion.guidance import (
 )
 from tinyldm.diffusion.noise_schedule import NoiseSchedule
 from tinyldm.diffusion.solver import Solver
+
+#: ``progress``: False, True (a ``rich`` bar in the terminal) or ``report(done, total)``, called after each step
+#: (a web page's progress bar; diffusers' ``callback_on_step_end`` plays this part)
+Progress: TypeAlias = "bool | Callable[[int, int], None]"
 
 #: the solvers, by the name of the ``conf/sampler/`` file that builds each
 SOLVERS: dict[str, type[Solver]] = {cls.name: cls for cls in (DDPMSolver, DDIMSolver, DPMSolver2M, DPMSolver2MSDE)}
@@ -154,7 +158,7 @@ def sample(
     guidance: ClassifierFreeGuidance,
     shape: Sequence[int],
     generator: torch.Generator | None = None,
-    progress: bool = False,
+    progress: Progress = False,
     trajectory_at: Iterable[int] | None = None,
     source: Source | None = None,
     noise: Tensor | None = None,
@@ -170,7 +174,7 @@ def sample(
         generator: seeds the initial noise and every stochastic step, so a fixed seed gives identical
             samples. A CPU generator works for GPU sampling too (noise is drawn on the generator's
             device, then moved).
-        progress: show a ``rich`` progress bar over the steps.
+        progress: show a ``rich`` progress bar over the steps (True), or call ``progress(done, total)`` after each.
         trajectory_at: timesteps at which to record the predicted ``x0`` (for a denoising-trajectory
             strip), each snapped to the nearest grid timestep.
         source: an edit's source (:class:`~tinyldm.diffusion.editing.Source`): start part-way down the grid
@@ -233,12 +237,20 @@ def _snap_to_grid(requested: Iterable[int], grid: list[int]) -> set[int]:
     return {min(grid, key=lambda g: (abs(g - int(t)), -g)) for t in requested}
 
 
-def _maybe_track(grid: list[int], progress: bool) -> Iterable[int]:
+def _maybe_track(grid: list[int], progress: Progress) -> Iterable[int]:
+    if callable(progress):
+        return _reporting(grid, progress)
     if not progress:
         return grid
     from rich.progress import track
 
     return track(grid, description="sampling", total=len(grid))
+
+
+def _reporting(grid: list[int], report: Callable[[int, int], None]) -> Iterator[int]:
+    for done, t in enumerate(grid, start=1):
+        yield t
+        report(done, len(grid))
 
 
 # ---------------------------------------------------------------------------------------------- configs

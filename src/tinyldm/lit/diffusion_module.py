@@ -24,6 +24,7 @@ from tinyldm.diffusion import ClassifierFreeGuidance, ConditionedDenoiser, Noise
 from tinyldm.diffusion import sample as run_sampler
 from tinyldm.diffusion.editing import Source
 from tinyldm.diffusion.loss import DiffusionLoss
+from tinyldm.diffusion.sampling import Progress
 from tinyldm.lit.ema import ema_with_warmup, power_function_ema, validate_ema, validate_guide_at
 from tinyldm.lit.optim import build_optimizers, fused_allowed
 from tinyldm.lit.upgrades import upgrade_stage2
@@ -266,7 +267,7 @@ class LatentDiffusionModule(L.LightningModule):
         generator: torch.Generator | None = None,
         solver: Solver | None = None,
         guidance: ClassifierFreeGuidance | None = None,
-        progress: bool = False,
+        progress: Progress = False,
         negative: torch.Tensor | Sequence[str] | None = None,
         source: Source | None = None,
     ) -> torch.Tensor:

@@ -198,19 +198,24 @@ class PromptTokenizer:
         keep = torch.arange(length) < torch.tensor(lengths, dtype=torch.long).unsqueeze(1)  # (B, L)
         return ids, keep
 
+    def unknown_words(self, prompt: str) -> list[str]:
+        """The words of ``prompt`` the vocabulary lacks (normalised, in order): what :meth:`encode` maps to UNK."""
+        return self._unknown_in(prompt, self._tokenizer.encode(_check_prompt(prompt, 0), add_special_tokens=False))
+
+    def _unknown_in(self, prompt: str, encoding: tokenizers.Encoding) -> list[str]:
+        normalizer = self._tokenizer.normalizer
+        words = []
+        for token_id, (start, end) in zip(encoding.ids, encoding.offsets, strict=True):
+            if token_id == self.unk_id:
+                word = prompt[start:end]  # offsets index the original prompt
+                words.append(normalizer.normalize_str(word) if normalizer is not None else word)
+        return words
+
     def _warn_unknown(self, prompt: str, encoding: tokenizers.Encoding) -> None:
         """Warn once per distinct unknown word, so a large batch of the same prompts does not flood the log."""
-        normalizer = self._tokenizer.normalizer
-        new: list[str] = []
-        for token_id, (start, end) in zip(encoding.ids, encoding.offsets, strict=True):
-            if token_id != self.unk_id:
-                continue
-            word = prompt[start:end]  # offsets index the original prompt
-            if normalizer is not None:
-                word = normalizer.normalize_str(word)
-            if word not in self._warned_unknown:
-                self._warned_unknown.add(word)
-                new.append(word)
+        unknown = self._unknown_in(prompt, encoding)
+        new = list(dict.fromkeys(word for word in unknown if word not in self._warned_unknown))
+        self._warned_unknown.update(new)
         if new:
             log.warning(
                 "words not in the tokenizer vocabulary, encoded as %s: %s (prompt %r); "
